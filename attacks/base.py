@@ -1,0 +1,271 @@
+"""The attack protocol: ``attack(model, x, y) -> AdversarialBatch``.
+
+:class:`Attack` owns ``__call__`` (a template method, as in foolbox 3): it
+validates inputs, puts the model in eval mode and restores every submodule's
+mode afterwards, seeds the attack's randomness without touching the caller's
+global RNG, times the run, and then *re-evaluates the model on the returned
+inputs* to decide success, so an attack can never report a success the model
+does not confirm. Subclasses implement only :meth:`Attack._run`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, final
+
+import torch
+from torch import nn
+
+from robustness.validation import (
+    check_bool,
+    check_float,
+    check_images,
+    check_int,
+    check_labels,
+    invalid,
+)
+
+NORMS: Final = ("linf", "l2", "none")
+THREAT_MODELS: Final = ("white-box", "black-box", "transfer")
+
+
+@dataclass(frozen=True)
+class AdversarialBatch:
+    """What an attack returns; every field is per sample unless noted.
+
+    Attributes
+    ----------
+    x_adv
+        (N, C, H, W) adversarial inputs in [0, 1].
+    success
+        (N,) bool. Untargeted: the model's prediction on ``x_adv`` differs from the
+        label; targeted: it equals the target. Computed by re-running the model on
+        ``x_adv``, never taken from the attack's own bookkeeping. A sample the model
+        already misclassified counts as a success with whatever perturbation it has.
+    perturbation_norm
+        (N,) float: ``||x_adv - x||`` in the attack's norm (L-inf, L2; for ``"none"``
+        attacks the L-inf norm is reported).
+    predictions
+        (N,) int64: the model's predicted class on ``x_adv``.
+    queries
+        (N,) int64: forward evaluations of the model spent on each sample.
+    gradient_evaluations
+        (N,) int64: input-gradient evaluations spent on each sample (0 for
+        score-based attacks).
+    wall_time_s
+        Seconds the attack took (scalar, excluding the final re-evaluation).
+    attack
+        The attack's description (its ``repr``).
+    norm
+        ``"linf"``, ``"l2"`` or ``"none"``.
+    eps
+        The perturbation budget, or ``None`` for unbounded attacks.
+    targets
+        (N,) int64 target classes for targeted attacks, else ``None``.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    perturbation_norm: torch.Tensor
+    predictions: torch.Tensor
+    queries: torch.Tensor
+    gradient_evaluations: torch.Tensor
+    wall_time_s: float
+    attack: str
+    norm: str
+    eps: float | None
+    targets: torch.Tensor | None = None
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of samples on which the attack succeeded."""
+        return float(self.success.float().mean())
+
+    def robust_accuracy(self, y: torch.Tensor) -> float:
+        """Fraction of samples still classified as their label ``y`` after the attack."""
+        return float((self.predictions == y).float().mean())
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able aggregate figures (numbers as numbers)."""
+        q = self.queries.double()
+        return {
+            "attack": self.attack,
+            "norm": self.norm,
+            "eps": self.eps,
+            "n": int(self.success.numel()),
+            "success_rate": self.success_rate,
+            "median_perturbation": float(self.perturbation_norm.median()),
+            "max_perturbation": float(self.perturbation_norm.max()),
+            "median_queries": float(q.median()),
+            "mean_queries": float(q.mean()),
+            "gradient_evaluations": int(self.gradient_evaluations.sum()),
+            "wall_time_s": self.wall_time_s,
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :meth:`Attack._run` hands back to the template method."""
+
+    x_adv: torch.Tensor  # (N, C, H, W)
+    queries: torch.Tensor  # (N,) int64
+    gradient_evaluations: torch.Tensor  # (N,) int64
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample norm of ``delta`` (N, C, H, W) -> (N,). ``"none"`` reports L-inf."""
+    flat = delta.flatten(1)
+    if norm == "l2":
+        return flat.norm(p=2, dim=1)
+    return flat.abs().amax(dim=1)
+
+
+def check_model_output(owner: str, model: nn.Module, x: torch.Tensor,
+                       y: torch.Tensor | None = None) -> int:
+    """Run ``model`` on one sample of ``x`` and check it returns logits (1, K); return K."""
+    if not isinstance(model, nn.Module):
+        raise invalid(owner, "model", "a torch.nn.Module returning logits (N, K)",
+                      type(model).__name__, raw=True)
+    with torch.no_grad():
+        out = model(x[:2])
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x[:2].shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise invalid(owner, "model", f"a module mapping (N, C, H, W) to logits (N, K); "
+                      f"for a batch of {x[:2].shape[0]} it", f"returned {shape}", raw=True)
+    if out.shape[1] < 2:
+        raise invalid(owner, "model", "a classifier with at least 2 output classes",
+                      f"{out.shape[1]} outputs", raw=True)
+    if not torch.isfinite(out).all():
+        raise invalid(owner, "model", "a module returning finite logits",
+                      "NaN or infinite outputs", raw=True)
+    return int(out.shape[1])
+
+
+class Attack(ABC):
+    """Base class of every attack: ours, and the torchattacks / foolbox adapters.
+
+    Subclasses take their hyperparameters as keyword-only constructor arguments,
+    validate them there (with :mod:`robustness.validation`), store them as public
+    attributes named like the arguments, and implement :meth:`_run`.
+
+    Class attributes
+    ----------------
+    name
+        Registry name, e.g. ``"pgd"``.
+    threat_model
+        ``"white-box"`` (needs gradients) or ``"black-box"`` (scores only).
+    """
+
+    name: ClassVar[str] = "attack"
+    threat_model: ClassVar[str] = "white-box"
+    norm: str = "linf"
+    eps: float | None = None
+    targeted: bool = False
+    seed: int = 0
+
+    def _init_common(self, *, norm: str, eps: float | None, targeted: bool, seed: int) -> None:
+        """Validate and store the hyperparameters every attack shares."""
+        owner = type(self).__name__
+        if norm not in NORMS:
+            raise invalid(owner, "norm", f"one of {', '.join(map(repr, NORMS))}", norm)
+        self.norm = norm
+        self.eps = None if eps is None else check_float(owner, "eps", eps, low=0.0)
+        self.targeted = check_bool(owner, "targeted", targeted)
+        self.seed = check_int(owner, "seed", seed, low=0)
+
+    def _params(self) -> dict[str, Any]:
+        """Hyperparameters shown in ``repr`` (public attributes, in definition order)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({args})"
+
+    @final
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 target: torch.Tensor | None = None) -> AdversarialBatch:
+        """Attack ``model`` on ``(x, y)``.
+
+        Parameters
+        ----------
+        model
+            Maps (N, C, H, W) in [0, 1] to logits (N, K). Left in the mode it was in.
+        x
+            (N, C, H, W) float inputs in [0, 1]. Never modified.
+        y
+            (N,) int64 true labels in [0, K).
+        target
+            (N,) int64 target classes for a targeted attack. If omitted for a targeted
+            attack, ``(y + 1) mod K`` is used.
+
+        Returns
+        -------
+        AdversarialBatch
+        """
+        owner = type(self).__name__
+        check_images(owner, x)
+        check_labels(owner, y, x.shape[0])
+        if not isinstance(model, nn.Module):
+            raise invalid(owner, "model", "a torch.nn.Module returning logits (N, K)",
+                          type(model).__name__, raw=True)
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            num_classes = check_model_output(owner, model, x)
+            check_labels(owner, y, x.shape[0], num_classes)
+            if self.targeted:
+                if target is None:
+                    target = (y + 1) % num_classes
+                check_labels(owner, target, x.shape[0], num_classes, name="target")
+                if bool((target == y).any()):
+                    raise invalid(owner, "target", "different from the true label for every "
+                                  "sample", f"{int((target == y).sum())} samples with target "
+                                  "== label", raw=True)
+            elif target is not None:
+                raise invalid(owner, "target", "None for an untargeted attack (set "
+                              "targeted=True to use targets)", target)
+            x_in = x.detach().clone()
+            start = time.perf_counter()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                result = self._run(model, x_in, y, target)
+            elapsed = time.perf_counter() - start
+            x_adv = result.x_adv.detach()
+            with torch.no_grad():
+                predictions = torch.cat([model(x_adv[i:i + 1024]).argmax(1)
+                                         for i in range(0, x_adv.shape[0], 1024)])
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        success = predictions == target if target is not None else predictions != y
+        return AdversarialBatch(
+            x_adv=x_adv,
+            success=success,
+            perturbation_norm=perturbation_norm(x_adv - x, self.norm),
+            predictions=predictions,
+            queries=result.queries.to(torch.int64),
+            gradient_evaluations=result.gradient_evaluations.to(torch.int64),
+            wall_time_s=elapsed,
+            attack=repr(self),
+            norm=self.norm,
+            eps=self.eps,
+            targets=target,
+        )
+
+    @abstractmethod
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             target: torch.Tensor | None) -> RunResult:
+        """Craft adversarial inputs.
+
+        Called with the model in eval mode, inputs validated, a private copy of ``x``,
+        and the RNG seeded from ``self.seed``. ``target`` is set iff ``self.targeted``.
+        Must return inputs in [0, 1] within the attack's budget.
+        """
+
+
+def budget_ok(delta_norm: torch.Tensor, eps: float, *, rel_tol: float = 1e-5) -> torch.Tensor:
+    """Per-sample check ``||delta|| <= eps`` allowing float32 rounding."""
+    return delta_norm <= eps * (1 + rel_tol) + 1e-6
+

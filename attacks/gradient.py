@@ -1,0 +1,244 @@
+"""FGSM and PGD (L-inf and L2) as one gradient loop; the geometry is an object.
+
+A :class:`Geometry` knows how to turn a gradient into a unit-norm ascent
+direction, how to project a perturbation back onto the eps-ball and how to draw
+a random start inside it. :class:`GradientAttack` owns the single loop: random
+start, steps, restarts, early stop, targeted or untargeted. FGSM is the loop with
+one step of size eps from the clean input.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from attacks.base import Attack, RunResult
+from robustness.validation import check_bool, check_choice, check_float, check_int, invalid
+
+LOSSES = ("ce", "margin")
+
+
+class Geometry(ABC):
+    """The norm-specific parts of a gradient attack."""
+
+    norm: ClassVar[str]
+
+    @abstractmethod
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """Steepest-ascent direction of unit norm for ``grad`` (N, C, H, W)."""
+
+    @abstractmethod
+    def project(self, delta: torch.Tensor, eps: float) -> torch.Tensor:
+        """Nearest point of the eps-ball to ``delta`` (N, C, H, W)."""
+
+    @abstractmethod
+    def random_start(self, like: torch.Tensor, eps: float) -> torch.Tensor:
+        """A random perturbation inside the eps-ball, shaped like ``like``."""
+
+
+class LinfGeometry(Geometry):
+    """L-inf: sign of the gradient, clamp to [-eps, eps], uniform start in the box."""
+
+    norm = "linf"
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad.sign()
+
+    def project(self, delta: torch.Tensor, eps: float) -> torch.Tensor:
+        return delta.clamp(-eps, eps)
+
+    def random_start(self, like: torch.Tensor, eps: float) -> torch.Tensor:
+        return torch.empty_like(like).uniform_(-eps, eps)
+
+
+class L2Geometry(Geometry):
+    """L2: normalised gradient, radial rescaling onto the ball, uniform start in the ball."""
+
+    norm = "l2"
+
+    @staticmethod
+    def _norms(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))  # (N, 1, 1, 1)
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad / self._norms(grad).clamp_min(1e-12)
+
+    def project(self, delta: torch.Tensor, eps: float) -> torch.Tensor:
+        return delta * (eps / self._norms(delta).clamp_min(1e-12)).clamp(max=1.0)
+
+    def random_start(self, like: torch.Tensor, eps: float) -> torch.Tensor:
+        # Uniform in the d-ball: Gaussian direction, radius eps * U^(1/d).
+        direction = self.direction(torch.randn_like(like))
+        d = like[0].numel()
+        radius = eps * torch.rand(like.shape[0], device=like.device) ** (1.0 / d)
+        return direction * radius.view(-1, *([1] * (like.dim() - 1)))
+
+
+GEOMETRIES: dict[str, Geometry] = {"linf": LinfGeometry(), "l2": L2Geometry()}
+
+
+def attack_loss(logits: torch.Tensor, labels: torch.Tensor, *, targeted: bool,
+                kind: str) -> torch.Tensor:
+    """Per-sample loss to *ascend*: (N, K) logits, (N,) labels -> (N,).
+
+    ``"ce"``: cross-entropy of the true label (untargeted) or minus that of the target.
+    ``"margin"``: the Carlini-Wagner logit margin, which keeps its gradient when
+    probabilities saturate (useful against max-confidence ensembles).
+    """
+    if kind == "ce":
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        return -ce if targeted else ce
+    label_logit = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return label_logit - others if targeted else others - label_logit
+
+
+class GradientAttack(Attack):
+    """The gradient loop behind FGSM and PGD (white-box, needs input gradients).
+
+    Parameters
+    ----------
+    norm
+        ``"linf"`` or ``"l2"``.
+    eps
+        Perturbation budget in that norm, >= 0.
+    steps
+        Gradient steps per restart, >= 1.
+    step_size
+        Absolute step length; default ``2.5 * eps / steps`` (Madry et al.).
+    random_start
+        Start each restart from a uniform random point of the eps-ball.
+    restarts
+        Independent restarts; a sample already fooled is not attacked again, and per
+        sample the first successful iterate found is kept.
+    targeted
+        Move towards a target class instead of away from the label.
+    early_stop
+        Stop updating a sample as soon as it is fooled (and the whole attack when all
+        are). Without it the loop runs every step for every sample.
+    loss
+        ``"ce"`` (cross-entropy) or ``"margin"`` (CW logit margin).
+    seed
+        Seeds the random start.
+
+    Notes
+    -----
+    Each step is one forward and one backward pass w.r.t. the input only (no weight
+    gradients). Success of an iterate is read from the logits of that same forward
+    pass, so bookkeeping costs no extra model call; only with several restarts is each
+    restart's last iterate evaluated once more.
+    """
+
+    name: ClassVar[str] = "gradient"
+    threat_model: ClassVar[str] = "white-box"
+
+    def __init__(self, *, norm: str = "linf", eps: float = 0.3, steps: int = 40,
+                 step_size: float | None = None, random_start: bool = True, restarts: int = 1,
+                 targeted: bool = False, early_stop: bool = False, loss: str = "ce",
+                 seed: int = 0) -> None:
+        owner = type(self).__name__
+        if norm not in GEOMETRIES:
+            raise invalid(owner, "norm", "one of 'linf', 'l2'", norm)
+        self._init_common(norm=norm, eps=eps, targeted=targeted, seed=seed)
+        self.steps = check_int(owner, "steps", steps, low=1)
+        if step_size is None:
+            step_size = 2.5 * float(self.eps or 0.0) / self.steps
+        self.step_size = check_float(owner, "step_size", step_size, low=0.0)
+        self.random_start = check_bool(owner, "random_start", random_start)
+        self.restarts = check_int(owner, "restarts", restarts, low=1)
+        self.early_stop = check_bool(owner, "early_stop", early_stop)
+        self.loss = check_choice(owner, "loss", loss, LOSSES)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             target: torch.Tensor | None) -> RunResult:
+        geometry = GEOMETRIES[self.norm]
+        eps = float(self.eps or 0.0)
+        labels = target if target is not None else y
+        n = x.shape[0]
+        x_out = x.clone()  # (N, C, H, W): what is returned
+        found = torch.zeros(n, dtype=torch.bool)  # an evaluated iterate fooled the model
+        queries = torch.zeros(n, dtype=torch.int64)
+        grads = torch.zeros(n, dtype=torch.int64)
+
+        for restart in range(self.restarts):
+            idx = (~found).nonzero().squeeze(1)  # (A,) samples still to attack
+            if idx.numel() == 0:
+                break
+            x0, lab = x[idx], labels[idx]
+            start = geometry.random_start(x0, eps) if self.random_start else 0.0
+            xa = (x0 + start).clamp(0.0, 1.0)
+            for _ in range(self.steps):
+                xa.requires_grad_(True)
+                logits = model(xa)  # (A, K)
+                loss = attack_loss(logits, lab, targeted=self.targeted, kind=self.loss)
+                (grad,) = torch.autograd.grad(loss.sum(), xa)
+                queries[idx] += 1
+                grads[idx] += 1
+                with torch.no_grad():
+                    xa = xa.detach()
+                    fooled = self._fooled(logits.detach(), lab)
+                    if bool(fooled.any()):
+                        x_out[idx[fooled]] = xa[fooled]
+                        found[idx[fooled]] = True
+                        if self.early_stop:
+                            keep = ~fooled
+                            idx, x0, lab = idx[keep], x0[keep], lab[keep]
+                            xa, grad = xa[keep], grad[keep]
+                            if idx.numel() == 0:
+                                break
+                    stepped = xa + self.step_size * geometry.direction(grad)
+                    xa = (x0 + geometry.project(stepped - x0, eps)).clamp(0.0, 1.0)
+            if idx.numel() == 0:
+                break
+            # The last iterate was never evaluated. With one restart the template's
+            # re-evaluation judges it; before another restart, check it here.
+            pending = ~found[idx]
+            x_out[idx[pending]] = xa[pending]
+            if restart + 1 < self.restarts:
+                with torch.no_grad():
+                    fooled = self._fooled(model(xa), lab)
+                queries[idx] += 1
+                found[idx[fooled]] = True
+        return RunResult(x_adv=x_out, queries=queries, gradient_evaluations=grads)
+
+    def _fooled(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pred = logits.argmax(1)
+        return pred == labels if self.targeted else pred != labels
+
+
+class PGD(GradientAttack):
+    """Projected gradient descent (Madry et al. 2018), L-inf or L2. See :class:`GradientAttack`."""
+
+    name: ClassVar[str] = "pgd"
+
+
+class FGSM(GradientAttack):
+    """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps.
+
+    With ``norm="l2"`` this is the fast gradient method (one normalised-gradient step).
+
+    Parameters
+    ----------
+    eps
+        Budget, >= 0.
+    norm
+        ``"linf"`` (FGSM proper) or ``"l2"`` (FGM).
+    targeted, loss, seed
+        As for :class:`GradientAttack`.
+    """
+
+    name: ClassVar[str] = "fgsm"
+
+    def __init__(self, *, eps: float = 0.3, norm: str = "linf", targeted: bool = False,
+                 loss: str = "ce", seed: int = 0) -> None:
+        super().__init__(norm=norm, eps=eps, steps=1, step_size=eps, random_start=False,
+                         restarts=1, targeted=targeted, early_stop=False, loss=loss, seed=seed)
+
+    def _params(self) -> dict[str, object]:
+        p = super()._params()
+        return {k: p[k] for k in ("norm", "eps", "targeted", "loss", "seed")}
+
