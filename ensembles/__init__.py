@@ -1,0 +1,1 @@
+"""Ensembles of classifiers (bootstrapped / uniform members; mean, max, vote aggregation)."""

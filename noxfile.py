@@ -1,0 +1,68 @@
+"""Sessions: tests (default), e2e (slow end-to-end checks), lint, typecheck, demo, bench.
+
+Each session installs what it needs into its own virtualenv. Install order matters:
+torch first (`torch==2.13.0` is the CPU build on this project's machines; any other
+spec may pull a multi-GB CUDA build), then the project, then torchattacks with
+--no-deps, because torchattacks declares torchvision (whose PyPI build pins its own
+torch and cannot import against the CPU one) and requests~=2.25.1 (a downgrade).
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+TORCH = "torch==2.13.0"
+TORCHATTACKS = "torchattacks==3.5.1"
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    """Install torch, the project (with extras) and torchattacks, in that order."""
+    session.install(TORCH)
+    session.install(f".[{','.join(extras)}]" if extras else ".")
+    session.install("--no-deps", TORCHATTACKS)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The default test suite (fast; slow end-to-end checks excluded)."""
+    install(session, "test")
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Slow end-to-end checks: full training runs and accuracy targets."""
+    install(session, "test")
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole tree."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the four packages."""
+    install(session, "dev")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Train the reference ConvNet on mnist, attack it, print the table (`robustness demo`)."""
+    install(session)
+    session.run("robustness", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed benchmarks against torchattacks / foolbox, printed as ratios from one run."""
+    install(session)
+    session.run("python", "benchmarks/bench_attacks.py", *session.posargs)

@@ -1,0 +1,54 @@
+"""Writing results into a run directory: atomically, so nothing half-written is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Write through ``write(tmp_path)`` into a temp file beside ``path``, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON (numbers stay numbers; NaN is refused)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, allow_nan=False)
+            f.write("\n")
+
+    return atomic_write(Path(path), write)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file atomically."""
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    return atomic_write(Path(path), write)
+
+
+def write_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
+                  metadata: dict[str, str] | None = None) -> Path:
+    """Write tensors as a safetensors file (loadable without unpickling)."""
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write(Path(path), lambda tmp: save_file(clean, tmp, metadata=metadata))
