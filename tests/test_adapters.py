@@ -1,0 +1,244 @@
+"""torchattacks / foolbox adapters: oracles for our attacks and honest wrappers of theirs.
+
+Everything runs on the really trained reference ConvNet (``trained_convnet``).
+The libraries serve as oracles for our FGSM and PGD (as micrograd checks itself
+against torch), and our template keeps their results honest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from attacks.adapters import FoolboxAttack, QueryCounter, TorchattacksAttack
+from attacks.base import AdversarialBatch, perturbation_norm
+from attacks.gradient import FGSM, PGD
+from robustness.validation import ParameterError
+
+torchattacks = pytest.importorskip("torchattacks")
+foolbox = pytest.importorskip("foolbox")
+
+
+@pytest.fixture(scope="module")
+def batch64(attack_batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 64 test images and labels."""
+    x, y = attack_batch
+    return x[:64], y[:64]
+
+
+@pytest.fixture(scope="module")
+def correct64(trained_convnet: nn.Module, batch64: tuple[torch.Tensor, torch.Tensor]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Those of the 64 images the model classifies correctly."""
+    x, y = batch64
+    with torch.no_grad():
+        ok = trained_convnet(x).argmax(1) == y
+    return x[ok], y[ok]
+
+
+def _predictions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
+# --- our attacks against the libraries --------------------------------------------
+
+
+def test_fgsm_matches_torchattacks(trained_convnet: nn.Module,
+                                   correct64: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = correct64
+    ours = FGSM(eps=0.1)(trained_convnet, x, y).x_adv
+    theirs = torchattacks.FGSM(trained_convnet, eps=0.1)(x, y)
+    adapted = TorchattacksAttack("FGSM", eps=0.1)(trained_convnet, x, y).x_adv
+    assert float((ours - theirs).abs().max()) <= 1e-6
+    assert torch.equal(adapted, theirs)
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_pgd_at_least_as_strong_as_libraries(trained_convnet: nn.Module,
+                                             attack_batch: tuple[torch.Tensor, torch.Tensor],
+                                             eps: float) -> None:
+    # Same eps, steps and step size on 200 images; ours keeps the first successful
+    # iterate, the libraries the last, so ours may only be stronger.
+    x, y = attack_batch
+    step_size = eps / 4
+    attacks = {
+        "ours": PGD(eps=eps, steps=10, step_size=step_size),
+        "torchattacks": TorchattacksAttack("PGD", eps=eps, alpha=step_size, steps=10),
+        "foolbox": FoolboxAttack("LinfPGD", eps=eps, abs_stepsize=step_size, steps=10),
+    }
+    acc = {name: attack(trained_convnet, x, y).robust_accuracy(y)
+           for name, attack in attacks.items()}
+    assert acc["ours"] <= acc["torchattacks"] + 0.01, acc
+    assert acc["ours"] <= acc["foolbox"] + 0.01, acc
+
+
+def test_pgd40_breaks_the_undefended_model(trained_convnet: nn.Module,
+                                           attack_batch: tuple[torch.Tensor, torch.Tensor]
+                                           ) -> None:
+    x, y = attack_batch
+    batch = PGD(eps=0.3, steps=40, step_size=0.01)(trained_convnet, x, y)
+    assert batch.robust_accuracy(y) <= 0.02
+
+
+# --- adapted attacks --------------------------------------------------------------
+
+ADAPTED = [
+    pytest.param(TorchattacksAttack, "CW", {"c": 10.0, "steps": 30, "lr": 0.1}, "l2", None,
+                 id="torchattacks:CW"),
+    pytest.param(TorchattacksAttack, "PGDL2", {"eps": 2.0, "alpha": 0.25, "steps": 10}, "l2",
+                 2.0, id="torchattacks:PGDL2"),
+    pytest.param(FoolboxAttack, "LinfDeepFoolAttack", {"steps": 20}, "linf", None,
+                 id="foolbox:LinfDeepFoolAttack"),
+    pytest.param(FoolboxAttack, "L2CarliniWagnerAttack",
+                 {"steps": 20, "binary_search_steps": 3, "stepsize": 0.05}, "l2", None,
+                 id="foolbox:L2CarliniWagnerAttack"),
+]
+
+
+@pytest.mark.parametrize(("adapter", "name", "kwargs", "norm", "eps"), ADAPTED)
+def test_adapted_attack_returns_honest_batch(
+        trained_convnet: nn.Module, correct64: tuple[torch.Tensor, torch.Tensor],
+        adapter: type, name: str, kwargs: dict[str, object], norm: str,
+        eps: float | None) -> None:
+    x, y = correct64[0][:32], correct64[1][:32]
+    batch = adapter(name, **kwargs)(trained_convnet, x, y)
+    assert isinstance(batch, AdversarialBatch)
+    assert (batch.norm, batch.eps) == (norm, eps)
+    pred = _predictions(trained_convnet, batch.x_adv)
+    assert torch.equal(batch.success, pred != y)
+    assert torch.allclose(batch.perturbation_norm, perturbation_norm(batch.x_adv - x, norm))
+    assert batch.success_rate >= 0.5, batch.summary()
+    assert bool((batch.queries > 0).all()) and bool((batch.gradient_evaluations > 0).all())
+    assert float(batch.x_adv.min()) >= 0.0 and float(batch.x_adv.max()) <= 1.0
+
+
+@pytest.mark.parametrize("attack", [
+    TorchattacksAttack("PGD", eps=0.3, alpha=0.05, steps=10, targeted=True),
+    FoolboxAttack("LinfPGD", eps=0.3, abs_stepsize=0.05, steps=10, targeted=True),
+], ids=repr)
+def test_targeted_adapters_reach_the_target(trained_convnet: nn.Module,
+                                            correct64: tuple[torch.Tensor, torch.Tensor],
+                                            attack: TorchattacksAttack | FoolboxAttack) -> None:
+    x, y = correct64[0][:32], correct64[1][:32]
+    target = (y + 3) % 10
+    batch = attack(trained_convnet, x, y, target=target)
+    pred = _predictions(trained_convnet, batch.x_adv)
+    assert torch.equal(batch.success, pred == target)
+    assert batch.success_rate >= 0.5, batch.summary()
+
+
+def test_query_counts_match_the_steps(trained_convnet: nn.Module,
+                                      correct64: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = correct64[0][:16], correct64[1][:16]
+    ta = TorchattacksAttack("PGD", eps=0.1, steps=7)(trained_convnet, x, y)
+    assert ta.queries.tolist() == [7] * 16 and ta.gradient_evaluations.tolist() == [7] * 16
+    # foolbox adds one forward pass to check success on the clipped result.
+    fb = FoolboxAttack("LinfPGD", eps=0.1, steps=7)(trained_convnet, x, y)
+    assert fb.queries.tolist() == [8] * 16 and fb.gradient_evaluations.tolist() == [7] * 16
+
+
+def test_query_counter_counts_rows_and_input_gradients() -> None:
+    counter = QueryCounter(nn.Flatten())
+    x = torch.rand(4, 1, 2, 2, requires_grad=True)
+    counter(x).sum().backward()
+    with torch.no_grad():
+        counter(x[:2])
+    assert (counter.rows, counter.gradient_rows) == (6, 4)
+    queries, grads = counter.per_sample(4)
+    assert queries.tolist() == [2] * 4 and grads.tolist() == [1] * 4
+
+
+def test_library_attacks_leave_no_trace(trained_convnet: nn.Module,
+                                        correct64: tuple[torch.Tensor, torch.Tensor],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # torchattacks' CW calls backward(): weight gradients must not accumulate, the
+    # caller's NumPy RNG must not move, and nothing may be printed.
+    x, y = correct64[0][:8], correct64[1][:8]
+    grads = [None if p.grad is None else p.grad.clone() for p in trained_convnet.parameters()]
+    numpy_state = np.random.get_state()[1].copy()  # noqa: NPY002 - what the adapters restore
+    TorchattacksAttack("CW", steps=3, targeted=True)(trained_convnet, x, y)
+    FoolboxAttack("GenAttack", eps=0.3, steps=3, targeted=True)(trained_convnet, x, y)
+    for p, before in zip(trained_convnet.parameters(), grads, strict=True):
+        assert p.requires_grad
+        assert (p.grad is None and before is None) or torch.equal(p.grad, before)
+    assert np.array_equal(np.random.get_state()[1], numpy_state)  # noqa: NPY002
+    assert capsys.readouterr() == ("", "")
+
+
+def test_adapters_are_deterministic_under_their_seed(
+        trained_convnet: nn.Module, correct64: tuple[torch.Tensor, torch.Tensor]) -> None:
+    # foolbox's GenAttack draws from NumPy's global RNG; the adapter seeds it.
+    x, y = correct64[0][:8], correct64[1][:8]
+    attack = FoolboxAttack("GenAttack", eps=0.3, steps=3, targeted=True, seed=5)
+    assert torch.equal(attack(trained_convnet, x, y).x_adv, attack(trained_convnet, x, y).x_adv)
+
+
+# --- norms, eps and repr ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("attack", "norm", "eps"), [
+    (TorchattacksAttack("PGD"), "linf", 8 / 255),
+    (TorchattacksAttack("PGDL2", eps=1.5), "l2", 1.5),
+    (TorchattacksAttack("CW"), "l2", None),
+    (TorchattacksAttack("DeepFool"), "l2", None),
+    (TorchattacksAttack("OnePixel"), "none", None),
+    (TorchattacksAttack("APGD", norm="L2", eps=1.0), "l2", 1.0),
+    (TorchattacksAttack("PGD", norm="l2", eps=1.0), "l2", 1.0),
+    (FoolboxAttack("LinfPGD", eps=0.3), "linf", 0.3),
+    (FoolboxAttack("L2CarliniWagnerAttack"), "l2", None),
+    (FoolboxAttack("L1PGD", eps=5.0), "none", 5.0),
+    (FoolboxAttack("InversionAttack", distance="l2"), "l2", None),
+    (FoolboxAttack("InversionAttack", norm="linf"), "linf", None),
+], ids=repr)
+def test_norm_and_eps_are_inferred(attack: TorchattacksAttack | FoolboxAttack, norm: str,
+                                   eps: float | None) -> None:
+    assert (attack.norm, attack.eps) == (norm, eps)
+
+
+def test_repr_shows_the_library_arguments() -> None:
+    assert repr(TorchattacksAttack("CW", c=1.0, steps=50)) == (
+        "TorchattacksAttack('CW', c=1.0, steps=50, eps=None, norm='l2', targeted=False, seed=0)")
+    assert repr(FoolboxAttack("LinfPGD", eps=0.3, steps=10)) == (
+        "FoolboxAttack('LinfPGD', steps=10, eps=0.3, norm='linf', targeted=False, seed=0)")
+
+
+# --- errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    (lambda: TorchattacksAttack("PDG"), r"'name' parameter of TorchattacksAttack.*'PGD'"),
+    (lambda: TorchattacksAttack("cw"), r"did you mean 'CW'"),
+    (lambda: FoolboxAttack("LinfPDG", eps=0.3), r"'name' parameter of FoolboxAttack.*'LinfPGD'"),
+    (lambda: TorchattacksAttack("PGD", epsilon=0.3), r"'epsilon' parameter of torchattacks\.PGD"
+                                                     r".*did you mean 'eps'"),
+    (lambda: TorchattacksAttack("PGD", model=nn.Flatten()), r"'model' .* left out"),
+    (lambda: FoolboxAttack("LinfPGD", eps=0.3, step=3), r"'step' parameter of foolbox\.LinfPGD"
+                                                        r".*did you mean 'steps'"),
+    (lambda: FoolboxAttack("VirtualAdversarialAttack", eps=0.3), r"'steps' .* no default"),
+    (lambda: FoolboxAttack("LinfPGD"), r"'eps' .* fixed-epsilon"),
+    (lambda: FoolboxAttack("InversionAttack"), r"'distance' .* given"),
+    (lambda: FoolboxAttack("InversionAttack", distance="l3"), r"'distance' .* 'l0'"),
+    (lambda: TorchattacksAttack("PGD", eps=-0.1), r"'eps' parameter of TorchattacksAttack"),
+    (lambda: FoolboxAttack("LinfPGD", eps=float("nan")), r"'eps' parameter of FoolboxAttack"),
+    (lambda: TorchattacksAttack("APGD", norm="l1"), r"'norm' .* 'linf', 'l2'"),
+    (lambda: TorchattacksAttack("PGD", norm="l1"), r"'norm' parameter of TorchattacksAttack"),
+])
+def test_bad_names_and_kwargs_raise_parameter_error(build: object, match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        build()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("attack", "match"), [
+    (TorchattacksAttack("DeepFool", targeted=True), r"'targeted' .* must be False"),
+    (FoolboxAttack("GenAttack", eps=0.3), r"'targeted' .* must be True"),
+], ids=repr)
+def test_unsupported_mode_raises_parameter_error(trained_convnet: nn.Module,
+                                                 correct64: tuple[torch.Tensor, torch.Tensor],
+                                                 attack: TorchattacksAttack | FoolboxAttack,
+                                                 match: str) -> None:
+    x, y = correct64[0][:4], correct64[1][:4]
+    with pytest.raises(ParameterError, match=match):
+        attack(trained_convnet, x, y)
