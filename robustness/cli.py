@@ -137,6 +137,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the attack and the data split (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write into")
 
+    p = sub.add_parser(
+        "evaluate", help="evaluate a checkpoint against attacks x eps, with sanity checks",
+        description="Run every attack at every eps on a checkpoint, compute per-attack and "
+                    "per-sample worst-case robust accuracy with 95% Wilson intervals, run the "
+                    "honest-evaluation sanity checks, and write OUT/report.json and "
+                    "OUT/report.md. Exit status 0 even if findings are raised (read them).")
+    p.add_argument("--model", required=True, type=Path,
+                   help="checkpoint file or run directory holding model.safetensors")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="directory of the Fashion-MNIST IDX files (with --data fashion-mnist)")
+    p.add_argument("--attacks", required=True,
+                   help="comma-separated attacks, run in order, with optional arguments in "
+                        "parentheses: e.g. 'fgsm,pgd(steps=20),genetic,torchattacks:CW(c=1)'")
+    p.add_argument("--eps", required=True, type=_eps_list,
+                   help="comma-separated budgets in each attack's norm, e.g. 0.1,0.2,0.3")
+    p.add_argument("--n", type=_positive_int, default=1000,
+                   help="number of test images to evaluate (default: %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the attacks and the data split (default: %(default)s)")
+    p.add_argument("--source-model", type=Path, default=None,
+                   help="craft the adversarial examples on this checkpoint instead and "
+                        "evaluate their transfer to --model (threat model 'transfer')")
+    p.add_argument("--no-checks", action="store_true",
+                   help="skip the sanity checks (not recommended)")
+    p.add_argument("--out", required=True, type=Path, help="run directory to write into")
+
     sub.add_parser("list-attacks", help="list the attack names the registry knows",
                    description="List attack names usable with --attack.")
     return parser
@@ -244,6 +271,42 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``robustness evaluate``."""
+    from robustness.checkpoint import load_checkpoint
+    from robustness.evaluation import evaluate, parse_attack_specs
+    from robustness.validation import invalid
+
+    model, meta = load_checkpoint(args.model)
+    source = None
+    if args.source_model is not None:
+        source, source_meta = load_checkpoint(args.source_model)
+        if tuple(source_meta.input_shape) != tuple(meta.input_shape):
+            raise invalid("robustness evaluate", "--source-model", f"a checkpoint with input "
+                          f"shape {meta.input_shape} like --model",
+                          f"input shape {source_meta.input_shape}", raw=True)
+    data = _load(args)
+    if data.input_shape != tuple(meta.input_shape):
+        raise invalid("robustness evaluate", "--data", f"images of shape {meta.input_shape} "
+                      f"(the checkpoint's input shape)", f"{data.name} with images of shape "
+                      f"{data.input_shape}", raw=True)
+    print(f"Evaluating {args.model} ({meta.architecture}, trained on {meta.dataset}) on "
+          f"{min(args.n, len(data.x_test))} {data.name} test images:")
+    report = evaluate(model, data, parse_attack_specs(args.attacks), args.eps, n=args.n,
+                      seed=args.seed, checks=not args.no_checks, source_model=source,
+                      model_info={"checkpoint": str(args.model), **meta.to_dict()}, echo=print)
+    path = report.save(args.out)
+    print()
+    print(f"Clean accuracy {report.clean_accuracy:.3f} on {report.n_samples} samples.")
+    print(report.table())
+    for f in report.findings:
+        print(f"[{f.severity}] {f.check}: {f.message}")
+    if not report.findings:
+        print("No sanity check raised a finding.")
+    print(f"Wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 def cmd_list_attacks(args: argparse.Namespace) -> int:
     """``robustness list-attacks``."""
     from attacks.registry import available_attacks
@@ -254,7 +317,7 @@ def cmd_list_attacks(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "attack": cmd_attack,
-            "list-attacks": cmd_list_attacks}
+            "evaluate": cmd_evaluate, "list-attacks": cmd_list_attacks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,203 @@
+"""Automatic honest-evaluation checks (Carlini et al. 2019; AutoAttack's flags).
+
+Two kinds of check:
+
+* **model checks** look at the model itself before any attack: probability outputs
+  instead of logits, randomness between forward passes, zero / NaN / exploding input
+  gradients;
+* **result checks** look at the attack results: iterative attacks must do at least as
+  well as single-step ones, success must not fall as eps grows, a large-eps attack must
+  reach (near) 100% success, and a gradient-free attack beating the gradient attacks
+  (overall or per sample) points to gradient masking.
+
+Every finding says what was seen, why it matters and what to do. Severity ``warning``
+or ``error`` means "do not trust the robust accuracy yet"; ``info`` is context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from robustness.report import AttackResult, Finding
+
+# A check compares rates over the same samples; below this difference it stays quiet
+# (one or two samples in a few hundred is noise from stochastic attacks, not a flaw).
+RATE_TOLERANCE = 0.01
+LARGE_EPS = {"linf": 0.5, "l2": 10.0}
+LARGE_EPS_MIN_SUCCESS = 0.95
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attack at one eps, with the per-sample robustness mask the checks need."""
+
+    result: AttackResult
+    robust: torch.Tensor  # (N,) bool: still correctly classified after the attack
+    single_step: bool
+
+
+def model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[Finding]:
+    """Checks on the model alone, on a sample (x (N, C, H, W), y (N,)). Model in eval mode."""
+    findings: list[Finding] = []
+    with torch.no_grad():
+        first, second = model(x), model(x)
+    if not torch.equal(first, second):
+        diff = float((first - second).abs().max())
+        findings.append(Finding(
+            "non-determinism", "error",
+            f"Two forward passes on the same inputs differ (max |diff| {diff:.3g}). A "
+            "randomized model makes single-run attack results optimistic; attack the "
+            "expectation over the randomness (EOT) and report it, or fix the randomness."))
+    rows = first.sum(1)
+    if bool((first >= 0).all() and (first <= 1).all()) and bool(
+            torch.allclose(rows, torch.ones_like(rows), atol=1e-3)):
+        findings.append(Finding(
+            "probability-outputs", "warning",
+            "The model's outputs are in [0, 1] and sum to 1: it returns probabilities, not "
+            "logits. Cross-entropy on probabilities saturates and weakens gradient attacks; "
+            "remove the final softmax (or evaluate the logits) before trusting the result."))
+
+    x_req = x.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x_req), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x_req)
+    norms = grad.flatten(1).norm(dim=1)  # (N,)
+    if not bool(torch.isfinite(norms).all()):
+        bad = int((~torch.isfinite(norms)).sum())
+        findings.append(Finding(
+            "input-gradients", "error",
+            f"The input gradient is NaN or infinite on {bad} of {len(norms)} samples. "
+            "Gradient attacks cannot work from it, so their robust accuracy is meaningless; "
+            "find the non-differentiable or unstable operation."))
+    else:
+        zero = float((norms == 0).float().mean())
+        if zero > 0.05:
+            findings.append(Finding(
+                "input-gradients", "warning",
+                f"The input gradient is exactly zero on {zero:.0%} of {len(norms)} correctly "
+                "and incorrectly classified samples: gradient masking (saturated softmax, "
+                "quantisation, or a non-differentiable step). Gradient attacks will look "
+                "weak; trust the gradient-free and adaptive attacks instead."))
+        big = float(norms.median())
+        if big > 1e6:
+            findings.append(Finding(
+                "input-gradients", "warning",
+                f"The median input-gradient norm is {big:.3g}: exploding gradients make "
+                "fixed-step attacks overshoot. Check the model's scaling."))
+    return findings
+
+
+def result_checks(outcomes: list[Outcome], threat_models: Mapping[str, str]) -> list[Finding]:
+    """Checks across attack results. ``threat_models`` maps attack name to its threat model."""
+    findings: list[Finding] = []
+    by_eps: dict[float, list[Outcome]] = {}
+    for o in outcomes:
+        by_eps.setdefault(o.result.eps, []).append(o)
+
+    for eps, group in sorted(by_eps.items()):
+        findings += _iterative_vs_single_step(eps, group)
+        findings += _gradient_free_vs_gradient(eps, group, threat_models)
+
+    by_attack: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_attack.setdefault(o.result.attack, []).append(o)
+    for attack, group in by_attack.items():
+        ordered = sorted(group, key=lambda o: o.result.eps)
+        for lo, hi in zip(ordered, ordered[1:], strict=False):
+            a, b = lo.result, hi.result
+            if b.robust_accuracy > a.robust_accuracy + RATE_TOLERANCE:
+                findings.append(Finding(
+                    "monotone-eps", "warning",
+                    f"{attack}: robust accuracy rises from {a.robust_accuracy:.3f} at eps "
+                    f"{a.eps:g} to {b.robust_accuracy:.3f} at eps {b.eps:g}. A larger budget "
+                    "contains every smaller one, so the attack is failing to optimise "
+                    "(too few steps, a bad step size, or masked gradients)."))
+    return findings
+
+
+def _iterative_vs_single_step(eps: float, group: list[Outcome]) -> list[Finding]:
+    out: list[Finding] = []
+    for single in (o for o in group if o.single_step):
+        for it in (o for o in group if not o.single_step and o.result.norm == single.result.norm
+                   and o.result.threat_model == single.result.threat_model
+                   and o.result.gradient_evaluations > 0):
+            s, i = single.result, it.result
+            only_single = int((~single.robust & it.robust).sum())
+            if i.robust_accuracy > s.robust_accuracy + RATE_TOLERANCE:
+                out.append(Finding(
+                    "iterative-vs-single-step", "warning",
+                    f"At eps {eps:g} the iterative {i.attack} leaves {i.robust_accuracy:.3f} "
+                    f"robust accuracy, more than the single-step {s.attack} "
+                    f"({s.robust_accuracy:.3f}). Iterative attacks should be at least as "
+                    "strong; this is a classic sign of gradient masking or a broken step size."))
+            elif only_single > RATE_TOLERANCE * len(single.robust):
+                out.append(Finding(
+                    "iterative-vs-single-step", "warning",
+                    f"At eps {eps:g} {s.attack} breaks {only_single} samples that {i.attack} "
+                    "does not. Per sample an iterative attack should dominate a single step; "
+                    "increase steps / restarts or check for masked gradients."))
+    return out
+
+
+def _gradient_free_vs_gradient(eps: float, group: list[Outcome],
+                               threat_models: Mapping[str, str]) -> list[Finding]:
+    black = [o for o in group if threat_models.get(o.result.attack) == "black-box"]
+    white = [o for o in group if threat_models.get(o.result.attack) == "white-box"]
+    if not black or not white:
+        return []
+    out: list[Finding] = []
+    n = len(group[0].robust)
+    white_robust = torch.stack([o.robust for o in white]).all(0)  # (N,)
+    best_white = min(o.result.robust_accuracy for o in white)
+    for b in black:
+        beaten = int((~b.robust & white_robust).sum())
+        if b.result.robust_accuracy < best_white - RATE_TOLERANCE:
+            out.append(Finding(
+                "gradient-free-beats-gradient", "warning",
+                f"At eps {eps:g} the gradient-free {b.result.attack} reaches robust accuracy "
+                f"{b.result.robust_accuracy:.3f}, below the best gradient attack "
+                f"({best_white:.3f}). White-box attacks should be stronger than black-box "
+                "ones: the gradients are likely masked. Use adaptive attacks (BPDA, EOT, "
+                "margin loss) and report the worst case."))
+        elif beaten > RATE_TOLERANCE * n:
+            out.append(Finding(
+                "gradient-free-beats-gradient", "warning",
+                f"At eps {eps:g} the gradient-free {b.result.attack} breaks {beaten} samples "
+                f"({beaten / n:.1%}) that every gradient attack left robust: possible gradient "
+                "masking on those samples. Inspect them and strengthen the white-box attacks."))
+        elif beaten:
+            out.append(Finding(
+                "gradient-free-beats-gradient", "info",
+                f"At eps {eps:g} the gradient-free {b.result.attack} breaks {beaten} samples "
+                "that no gradient attack broke; too few to suggest masking. The worst case "
+                "counts them."))
+    return out
+
+
+def large_eps_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *,
+                    seed: int = 0) -> list[Finding]:
+    """Run PGD at a budget that must break any classifier and check it (nearly) always wins.
+
+    At L-inf 0.5 every MNIST-like image can be turned mid-grey (Carlini et al. 2019), so a
+    working attack reaches ~100% success; failing to means the attack, not the model, is
+    the problem.
+    """
+    from attacks.gradient import PGD
+
+    eps = LARGE_EPS[norm]
+    attack = PGD(norm=norm, eps=eps, steps=50, step_size=eps / 10, restarts=1, early_stop=True,
+                 seed=seed)
+    batch = attack(model, x, y)
+    rate = batch.success_rate
+    if rate >= LARGE_EPS_MIN_SUCCESS:
+        return []
+    return [Finding(
+        "large-eps", "warning",
+        f"PGD at the very large budget {norm} eps {eps:g} succeeds on only {rate:.1%} of "
+        f"{len(y)} samples; any classifier should fall to chance there. The gradient attacks "
+        "are not working on this model (masked or obfuscated gradients), so their robust "
+        "accuracy overstates robustness. Try gradient-free and adaptive attacks.")]

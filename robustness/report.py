@@ -1,0 +1,252 @@
+"""RobustnessReport: the plain-data result every gate, report and DADC round reads.
+
+It round-trips through JSON exactly (``RobustnessReport.from_dict(r.to_dict()) == r``),
+carries a schema version, stores numbers as numbers, and validates against
+:data:`REPORT_SCHEMA` (JSON Schema draft 2020-12).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reports.tables import markdown_table
+from robustness.rundir import write_json, write_text
+
+SCHEMA_VERSION = 1
+SEVERITIES = ("info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """One attack at one budget.
+
+    ``robust_accuracy`` is over all ``n`` samples (a sample misclassified before the
+    attack is not robust); ``success_rate`` is over the ``n_attacked`` samples that
+    were correctly classified and therefore attacked. ``median_perturbation`` is the
+    median norm of the successful adversarial examples (None if there were none);
+    ``queries`` the median model evaluations per attacked sample.
+    """
+
+    attack: str
+    eps: float
+    norm: str
+    threat_model: str
+    robust_accuracy: float
+    ci_low: float
+    ci_high: float
+    success_rate: float
+    median_perturbation: float | None
+    queries: float
+    seconds: float
+    n: int
+    n_attacked: int
+    gradient_evaluations: int
+    description: str
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """Per-sample worst case across every attack at one budget.
+
+    A sample counts as robust only if every attack failed on it. ``broken_by`` counts,
+    per attack in the order run, the samples it was first to break.
+    """
+
+    eps: float
+    robust_accuracy: float
+    ci_low: float
+    ci_high: float
+    n: int
+    attacks: list[str]
+    broken_by: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A sanity-check result: what was seen, why it matters, what to do."""
+
+    check: str
+    severity: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RobustnessReport:
+    """Clean accuracy, per attack x eps results, per-sample worst case, findings, provenance."""
+
+    clean_accuracy: float
+    n_samples: int
+    results: list[AttackResult]
+    worst_case: list[WorstCase]
+    findings: list[Finding] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # -- access -------------------------------------------------------------------------
+    def result(self, attack: str, eps: float) -> AttackResult:
+        """The result of ``attack`` at ``eps`` (KeyError listing what exists if absent)."""
+        for r in self.results:
+            if r.attack == attack and abs(r.eps - eps) < 1e-12:
+                return r
+        have = ", ".join(f"{r.attack}@{r.eps:g}" for r in self.results)
+        raise KeyError(f"no result for attack {attack!r} at eps {eps:g}; have: {have}")
+
+    def worst(self, eps: float) -> WorstCase:
+        """The per-sample worst case at ``eps``."""
+        for w in self.worst_case:
+            if abs(w.eps - eps) < 1e-12:
+                return w
+        have = ", ".join(f"{w.eps:g}" for w in self.worst_case)
+        raise KeyError(f"no worst case at eps {eps:g}; have: {have}")
+
+    @property
+    def eps_values(self) -> list[float]:
+        """The budgets evaluated, ascending."""
+        return sorted({r.eps for r in self.results})
+
+    def problems(self, severity: str = "warning") -> list[Finding]:
+        """Findings at ``severity`` or worse."""
+        rank = SEVERITIES.index(severity)
+        return [f for f in self.findings if SEVERITIES.index(f.severity) >= rank]
+
+    # -- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (numbers as numbers)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RobustnessReport:
+        """Inverse of :meth:`to_dict`; validates against the schema first."""
+        validate_report(data)
+        return cls(
+            clean_accuracy=data["clean_accuracy"],
+            n_samples=data["n_samples"],
+            results=[AttackResult(**r) for r in data["results"]],
+            worst_case=[WorstCase(**w) for w in data["worst_case"]],
+            findings=[Finding(**f) for f in data["findings"]],
+            provenance=data["provenance"],
+            schema_version=data["schema_version"],
+        )
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``report.json`` and ``report.md`` into ``directory``; return the JSON path."""
+        out = Path(directory)
+        path = write_json(out / "report.json", self.to_dict())
+        write_text(out / "report.md", self.to_markdown())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RobustnessReport:
+        """Read a ``report.json`` (or the directory holding one)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "report.json"
+        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+
+    # -- rendering ----------------------------------------------------------------------
+    def table(self) -> str:
+        """Per attack x eps Markdown table, worst case per eps last."""
+        rows: list[list[object]] = [
+            [r.attack, r.threat_model, r.eps, r.robust_accuracy,
+             f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", r.success_rate, r.median_perturbation,
+             r.queries, r.seconds] for r in sorted(self.results, key=lambda r: (r.eps, r.attack))]
+        rows += [["worst case", "all", w.eps, w.robust_accuracy,
+                  f"[{w.ci_low:.3f}, {w.ci_high:.3f}]", None, None, None, None]
+                 for w in self.worst_case]
+        return markdown_table(["attack", "threat model", "eps", "robust acc", "95% CI",
+                               "success", "median pert.", "queries", "seconds"], rows)
+
+    def to_markdown(self) -> str:
+        """The Markdown summary written beside ``report.json``."""
+        model = self.provenance.get("model", {}).get("description", "model")
+        data = self.provenance.get("dataset", {}).get("name", "data")
+        lines = [f"# Robustness report: {model} on {data}", "",
+                 f"Clean accuracy **{self.clean_accuracy:.3f}** on {self.n_samples} samples.", "",
+                 self.table(), ""]
+        if self.findings:
+            lines += ["## Findings", ""]
+            lines += [f"- **{f.severity}** `{f.check}`: {f.message}" for f in self.findings]
+        else:
+            lines += ["No sanity check raised a finding."]
+        return "\n".join(lines) + "\n"
+
+
+_NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_PROB = {"type": "number", "minimum": 0, "maximum": 1}
+
+REPORT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "RobustnessReport",
+    "type": "object",
+    "required": ["schema_version", "clean_accuracy", "n_samples", "results", "worst_case",
+                 "findings", "provenance"],
+    "additionalProperties": False,
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "clean_accuracy": _PROB,
+        "n_samples": {"type": "integer", "minimum": 1},
+        "results": {"type": "array", "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(AttackResult.__dataclass_fields__),
+            "properties": {
+                "attack": {"type": "string"},
+                "eps": {"type": "number", "minimum": 0},
+                "norm": {"enum": ["linf", "l2", "none"]},
+                "threat_model": {"enum": ["white-box", "black-box", "transfer"]},
+                "robust_accuracy": _PROB, "ci_low": _PROB, "ci_high": _PROB,
+                "success_rate": _PROB,
+                "median_perturbation": _NUM_OR_NULL,
+                "queries": _NUM, "seconds": _NUM,
+                "n": {"type": "integer", "minimum": 1},
+                "n_attacked": {"type": "integer", "minimum": 0},
+                "gradient_evaluations": {"type": "integer", "minimum": 0},
+                "description": {"type": "string"},
+            },
+        }},
+        "worst_case": {"type": "array", "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(WorstCase.__dataclass_fields__),
+            "properties": {
+                "eps": {"type": "number", "minimum": 0},
+                "robust_accuracy": _PROB, "ci_low": _PROB, "ci_high": _PROB,
+                "n": {"type": "integer", "minimum": 1},
+                "attacks": {"type": "array", "items": {"type": "string"}},
+                "broken_by": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        }},
+        "findings": {"type": "array", "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["check", "severity", "message"],
+            "properties": {
+                "check": {"type": "string"},
+                "severity": {"enum": list(SEVERITIES)},
+                "message": {"type": "string"},
+            },
+        }},
+        "provenance": {"type": "object"},
+    },
+}
+
+
+class ReportSchemaError(ValueError):
+    """A report dictionary does not match :data:`REPORT_SCHEMA`."""
+
+
+def validate_report(data: Any) -> None:
+    """Raise :class:`ReportSchemaError` naming the first offending field, if any."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(data, REPORT_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ReportSchemaError(f"report.json is not a valid RobustnessReport at {where}: "
+                                f"{e.message}") from None

@@ -1,0 +1,187 @@
+"""Evaluation engine: honest numbers, sanity checks that catch gradient masking, report schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import robustness
+from robustness.data import Dataset
+from robustness.evaluation import evaluate, parse_attack_specs, worst_case
+from robustness.report import REPORT_SCHEMA, ReportSchemaError, RobustnessReport, validate_report
+from robustness.validation import ParameterError
+
+N = 120  # test images per evaluation: enough for the checks, fast on 2 cores
+
+
+class SaturatedLogits(nn.Module):
+    """A 'defence' that masks gradients: logits pushed through a hard, saturated softmax.
+
+    Its predictions equal the base model's, but the input gradient is exactly zero almost
+    everywhere, so gradient attacks stall while a score-based attack still succeeds.
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.base(x) * 1e4, dim=1) * 50.0
+
+
+class Noisy(nn.Module):
+    """A randomized model: fresh noise on every forward pass."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + 0.01 * torch.randn(x.shape[0], 10)
+
+
+class Probabilities(nn.Module):
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.base(x), dim=1)
+
+
+@pytest.fixture(scope="module")
+def undefended_report(trained_convnet: nn.Module, mnist: Dataset) -> RobustnessReport:
+    return evaluate(trained_convnet, mnist, ["fgsm", "pgd(steps=20)", "genetic"],
+                    [0.1, 0.3], n=N, seed=0)
+
+
+def test_undefended_convnet_is_not_flagged(undefended_report: RobustnessReport) -> None:
+    report = undefended_report
+    assert report.problems("warning") == [], report.to_markdown()
+    assert report.clean_accuracy > 0.9
+    # PGD-20 at 0.3 breaks an undefended MNIST ConvNet almost completely.
+    assert report.result("pgd(steps=20)", 0.3).robust_accuracy <= 0.05
+    assert report.result("fgsm", 0.1).robust_accuracy > report.result("fgsm", 0.3).robust_accuracy
+    kinds = {r.attack: r.threat_model for r in report.results}
+    assert kinds == {"fgsm": "white-box", "pgd(steps=20)": "white-box", "genetic": "black-box"}
+
+
+def test_gradient_masking_model_is_flagged(trained_convnet: nn.Module, mnist: Dataset) -> None:
+    masked = SaturatedLogits(trained_convnet).eval()
+    report = evaluate(masked, mnist, ["fgsm", "pgd(steps=20)", "genetic"], [0.3], n=N, seed=0)
+    flagged = {f.check for f in report.problems("warning")}
+    assert {"input-gradients", "gradient-free-beats-gradient", "large-eps"} <= flagged, flagged
+    # The headline number would have lied: PGD alone says "robust", the worst case does not.
+    assert report.result("pgd(steps=20)", 0.3).robust_accuracy > 0.5
+    assert report.worst(0.3).robust_accuracy < 0.3
+
+
+def test_randomized_and_probability_models_are_flagged(trained_convnet: nn.Module,
+                                                       mnist: Dataset) -> None:
+    noisy = evaluate(Noisy(trained_convnet).eval(), mnist, ["fgsm"], [0.1], n=40)
+    assert "non-determinism" in {f.check for f in noisy.problems("error")}
+    probs = evaluate(Probabilities(trained_convnet).eval(), mnist, ["fgsm"], [0.1], n=40)
+    assert "probability-outputs" in {f.check for f in probs.problems("warning")}
+
+
+def test_worst_case_is_never_above_any_attack(undefended_report: RobustnessReport) -> None:
+    for eps in undefended_report.eps_values:
+        worst = undefended_report.worst(eps).robust_accuracy
+        for r in undefended_report.results:
+            if r.eps == eps:
+                assert worst <= r.robust_accuracy
+        assert sum(undefended_report.worst(eps).broken_by.values()) <= N
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_worst_case_property(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 40))
+    k = data.draw(st.integers(1, 5))
+    masks = st.lists(st.booleans(), min_size=n, max_size=n)
+    correct = torch.tensor(data.draw(masks))
+    robust = [torch.tensor(data.draw(masks)) & correct for _ in range(k)]
+    w = worst_case(0.1, correct, [(f"a{i}", r) for i, r in enumerate(robust)])
+    for r in robust:
+        assert w.robust_accuracy <= float(r.float().mean())
+    assert w.ci_low <= w.robust_accuracy <= w.ci_high
+    assert sum(w.broken_by.values()) == int(correct.sum()) - round(w.robust_accuracy * n)
+
+
+def test_report_json_validates_and_round_trips(undefended_report: RobustnessReport,
+                                               tmp_path: Path) -> None:
+    path = undefended_report.save(tmp_path)
+    data = json.loads(path.read_text())
+    validate_report(data)
+    for key in ("clean_accuracy", "n_samples", "results", "worst_case", "findings",
+                "provenance", "schema_version"):
+        assert key in data
+    row = data["results"][0]
+    for key in ("attack", "eps", "norm", "threat_model", "robust_accuracy", "ci_low", "ci_high",
+                "success_rate", "median_perturbation", "queries", "seconds"):
+        assert key in row
+    assert isinstance(row["eps"], float) and isinstance(row["robust_accuracy"], float)
+    assert RobustnessReport.load(tmp_path) == undefended_report
+    assert (tmp_path / "report.md").read_text().startswith("# Robustness report")
+    assert set(data["provenance"]) >= {"model", "dataset", "seed", "versions", "seconds"}
+
+
+def test_schema_rejects_a_report_with_numbers_as_strings(undefended_report: RobustnessReport
+                                                         ) -> None:
+    data = undefended_report.to_dict()
+    data["results"][0]["eps"] = "8/255"
+    with pytest.raises(ReportSchemaError, match=r"results/0/eps"):
+        RobustnessReport.from_dict(data)
+    assert REPORT_SCHEMA["properties"]["schema_version"] == {"const": 1}
+
+
+def test_transfer_evaluation_is_labelled_and_weaker_than_white_box(
+        trained_convnet: nn.Module, mnist: Dataset) -> None:
+    from robustness.models import build_model
+    from robustness.train import train
+
+    source = build_model("lenet", mnist.input_shape, mnist.num_classes, seed=1)
+    train(source, mnist.x_train, mnist.y_train, epochs=2, seed=1, progress=False)
+    report = evaluate(trained_convnet, mnist, ["pgd(steps=10)"], [0.2], n=N,
+                      source_model=source, checks=False)
+    transfer = report.result("pgd(steps=10)", 0.2)
+    assert transfer.threat_model == "transfer"
+    white = evaluate(trained_convnet, mnist, ["pgd(steps=10)"], [0.2], n=N, checks=False)
+    assert transfer.robust_accuracy >= white.result("pgd(steps=10)", 0.2).robust_accuracy
+
+
+def test_package_level_entry_points() -> None:
+    assert robustness.evaluate is evaluate
+    assert robustness.RobustnessReport is RobustnessReport
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"attacks": []}, r"'attacks' parameter of evaluate must be a non-empty list"),
+    ({"attacks": ["nope"]}, r"'spec' parameter of make_attack must be one of"),
+    ({"eps": []}, r"'eps' parameter of evaluate must be a non-empty list"),
+    ({"eps": [-0.1]}, r"'eps' parameter of evaluate must be a finite float in the range \[0"),
+    ({"eps": [float("nan")]}, r"'eps' parameter of evaluate must be a finite float"),
+    ({"data": (torch.rand(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64))},
+     r"non-empty batch"),
+    ({"data": (torch.rand(4, 1, 28, 28), torch.zeros(3, dtype=torch.int64))},
+     r"one label per image \(4\)"),
+    ({"data": (torch.rand(4, 1, 28, 28), torch.full((4,), 12))}, r"labels in \[0, 9\]"),
+])
+def test_bad_input_is_named(trained_convnet: nn.Module, mnist: Dataset, kwargs: dict,
+                            match: str) -> None:
+    args = {"data": mnist, "attacks": ["fgsm"], "eps": [0.1], **kwargs}
+    with pytest.raises(ParameterError, match=match):
+        evaluate(trained_convnet, args["data"], args["attacks"], args["eps"], n=10)
+
+
+def test_attack_spec_parsing() -> None:
+    assert parse_attack_specs("fgsm, pgd(steps=20,step_size=0.01),torchattacks:CW(c=1)") == [
+        "fgsm", "pgd(steps=20,step_size=0.01)", "torchattacks:CW(c=1)"]
+    with pytest.raises(ParameterError, match="'attacks' parameter"):
+        parse_attack_specs("pgd(steps=20")
