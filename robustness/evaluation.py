@@ -324,7 +324,7 @@ def _run(model: nn.Module, craft: nn.Module, x: torch.Tensor, y: torch.Tensor,
         for norm in sorted({o.result.norm for o in outcomes if o.result.norm in ("linf", "l2")}):
             if len(idx):
                 findings += large_eps_check(craft, xa[sample], ya[sample], norm, seed=seed)
-    return {"clean": float(correct.float().mean()), "results": [o.result for o in outcomes],
+    return {"clean": int(correct.sum()) / n, "results": [o.result for o in outcomes],
             "worst": worst, "findings": findings}
 
 
