@@ -184,11 +184,9 @@ class FoolingImages:
         self.classes = classes
         self.population = check_int(owner, "population", population, low=1)
         self.generations = check_int(owner, "generations", generations, low=1)
+        # Open at both ends: a softmax never reaches exactly 1, so 1.0 could never be met.
         self.target_confidence = check_float(owner, "target_confidence", target_confidence,
-                                             low=0.0, high=1.0, low_open=True)
-        if self.target_confidence == 1.0:
-            raise invalid(owner, "target_confidence", "a finite float in the range (0, 1)",
-                          target_confidence)
+                                             low=0.0, high=1.0, low_open=True, high_open=True)
         self.encoding = check_choice(owner, "encoding", encoding, ENCODINGS)
         self.lowres_size = check_int(owner, "lowres_size", lowres_size, low=1)
         self.mutation_rate = check_float(owner, "mutation_rate", mutation_rate, low=0.0,

@@ -50,6 +50,18 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _int_list(text: str) -> list[int]:
+    """Parse '0,3,7' into ints; argparse turns the error into a usage error."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,3,7; got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer; got {text!r}")
+    return values
+
+
 def _float(text: str) -> float:
     try:
         return float(text)
@@ -162,6 +174,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "evaluate their transfer to --model (threat model 'transfer')")
     p.add_argument("--no-checks", action="store_true",
                    help="skip the sanity checks (not recommended)")
+    p.add_argument("--out", required=True, type=Path, help="run directory to write into")
+
+    p = sub.add_parser(
+        "fool", help="evolve fooling images from noise (Nguyen et al. 2015) for a checkpoint",
+        description="Evolve, by MAP-Elites from random noise, one unrecognisable image per "
+                    "class that the checkpoint classifies with at least --target-confidence. "
+                    "Writes OUT/fooling.json (per class: confidence, generation reached, "
+                    "queries), OUT/fooling.png (the grid) and OUT/fooling.safetensors (images).")
+    p.add_argument("--model", required=True, type=Path,
+                   help="checkpoint file or run directory holding model.safetensors")
+    p.add_argument("--classes", type=_int_list, default=None,
+                   help="comma-separated classes to fool, e.g. 0,3,7 (default: every class)")
+    p.add_argument("--target-confidence", type=_float, default=0.9999,
+                   help="softmax probability each class must reach (default: %(default)s)")
+    p.add_argument("--generations", type=_positive_int, default=300,
+                   help="maximum generations; the search stops once every class reached the "
+                        "target (default: %(default)s)")
+    p.add_argument("--population", type=_positive_int, default=200,
+                   help="candidates scored per generation, in one forward pass "
+                        "(default: %(default)s)")
+    p.add_argument("--encoding", choices=["direct", "lowres"], default="direct",
+                   help="'direct' evolves every pixel (the paper's direct encoding); 'lowres' "
+                        "evolves a 7x7 genome upsampled bilinearly, giving smoother images "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the search (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write into")
 
     sub.add_parser("list-attacks", help="list the attack names the registry knows",
@@ -307,6 +345,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fool(args: argparse.Namespace) -> int:
+    """``robustness fool``."""
+    import torch
+
+    from attacks.fooling import FoolingImages
+    from robustness.checkpoint import load_checkpoint
+    from robustness.rundir import write_json, write_tensors
+
+    model, meta = load_checkpoint(args.model)
+    search = FoolingImages(classes=args.classes, population=args.population,
+                           generations=args.generations,
+                           target_confidence=args.target_confidence, encoding=args.encoding,
+                           seed=args.seed)
+    result = search.generate(model, tuple(meta.input_shape))
+    names = list(meta.classes) if meta.classes else None
+    summary = {**result.summary(), "search": repr(search), "checkpoint": str(args.model),
+               "model": meta.to_dict()}
+    write_tensors(args.out / "fooling.safetensors",
+                  {"images": result.images, "confidence": result.confidence,
+                   "classes": torch.tensor(result.classes, dtype=torch.int64)})
+    write_json(args.out / "fooling.json", summary)
+    result.save_grid(args.out / "fooling.png")
+    for i, c in enumerate(result.classes):
+        label = names[c] if names and c < len(names) else str(c)
+        when = (f"reached at generation {int(result.generations[i])}" if result.reached[i]
+                else "not reached")
+        print(f"  class {label:<12} confidence {float(result.confidence[i]):.6f}  {when}")
+    print(f"{int(result.reached.sum())}/{len(result.classes)} classes reached "
+          f"{result.target_confidence} in {result.model_calls} generations "
+          f"({result.queries} queries, {result.wall_time_s:.1f} s).")
+    print(f"Wrote {args.out}/fooling.json, fooling.png, fooling.safetensors")
+    return 0
+
+
 def cmd_list_attacks(args: argparse.Namespace) -> int:
     """``robustness list-attacks``."""
     from attacks.registry import available_attacks
@@ -317,7 +389,7 @@ def cmd_list_attacks(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "attack": cmd_attack,
-            "evaluate": cmd_evaluate, "list-attacks": cmd_list_attacks}
+            "evaluate": cmd_evaluate, "fool": cmd_fool, "list-attacks": cmd_list_attacks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

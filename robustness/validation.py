@@ -64,13 +64,14 @@ def check_int(owner: str, name: str, value: Any, *, low: int | None = None,
 
 
 def check_float(owner: str, name: str, value: Any, *, low: float | None = None,
-                high: float | None = None, low_open: bool = False) -> float:
+                high: float | None = None, low_open: bool = False,
+                high_open: bool = False) -> float:
     """Return ``value`` as float if it is a finite real within the bounds, else raise.
 
-    ``low_open`` makes the lower bound exclusive, e.g. ``(0, 1]`` for fractions.
+    ``low_open`` / ``high_open`` make a bound exclusive, e.g. ``(0, 1]`` for fractions.
     """
     lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf)" if high is None else f"{high:g}]"
+    hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
     expected = f"a finite float in the range {'(' if low_open else '['}{lo}, {hi}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise invalid(owner, name, expected, value)
@@ -79,7 +80,7 @@ def check_float(owner: str, name: str, value: Any, *, low: float | None = None,
         raise invalid(owner, name, expected, value)
     if low is not None and (value < low or (low_open and value == low)):
         raise invalid(owner, name, expected, value)
-    if high is not None and value > high:
+    if high is not None and (value > high or (high_open and value == high)):
         raise invalid(owner, name, expected, value)
     return value
 

@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
 
-from robustness.checkpoint import load_checkpoint
+from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from robustness.data import Dataset
 from robustness.cli import main
 
 
@@ -18,7 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", ["train", "demo", "attack"])
+@pytest.mark.parametrize("command", ["train", "demo", "attack", "evaluate", "fool"])
 def test_help_explains_every_option(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0
@@ -46,6 +50,10 @@ def test_help_explains_every_option(command: str) -> None:
     (["train", "--data", "mnist", "--lr", "-1", "--out", "X"],
      "The 'lr' parameter of train must be a finite float in the range (0"),
     (["demo", "--eps", "0.1,abc"], "argument --eps: expected comma-separated numbers"),
+    (["fool", "--model", "M", "--classes", "1,x", "--out", "X"],
+     "argument --classes: expected comma-separated integers"),
+    (["fool", "--model", "/nonexistent.safetensors", "--out", "X"],
+     "No checkpoint at /nonexistent.safetensors"),
     (["attack", "--model", "/nonexistent.safetensors", "--data", "mnist", "--attack", "pgd",
       "--out", "X"], "No checkpoint at /nonexistent.safetensors"),
 ])
@@ -73,3 +81,24 @@ def test_train_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     assert report["test_accuracy"] == pytest.approx(meta.accuracy)
     assert report["test_accuracy"] > 0.8
     assert len(report["history"]["loss"]) == 3
+
+
+def test_fool_evolves_confident_images_for_a_trained_checkpoint(
+        trained_convnet: nn.Module, mnist: Dataset, tmp_path: Path) -> None:
+    save_checkpoint(trained_convnet, tmp_path / "model", CheckpointMeta(
+        architecture="convnet", input_shape=mnist.input_shape, num_classes=10,
+        classes=mnist.classes, dataset="mnist"))
+    result = run("fool", "--model", str(tmp_path / "model"), "--classes", "0,7",
+                 "--encoding", "lowres", "--target-confidence", "0.99",
+                 "--out", str(tmp_path / "fool"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "fool" / "fooling.json").read_text())
+    assert summary["classes"] == [0, 7] and summary["all_reached"]
+    assert min(summary["confidence"]) >= 0.99
+    assert (tmp_path / "fool" / "fooling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    images = load_file(str(tmp_path / "fool" / "fooling.safetensors"))["images"]
+    assert images.shape == (2, *mnist.input_shape)
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    # The images really are classified as claimed with that confidence.
+    probs = torch.softmax(trained_convnet(images), 1)
+    assert probs[0, 0] >= 0.99 and probs[1, 7] >= 0.99
