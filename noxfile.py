@@ -9,6 +9,8 @@ torch and cannot import against the CPU one) and requests~=2.25.1 (a downgrade).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests"]
@@ -63,6 +65,17 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Speed benchmarks against torchattacks / foolbox, printed as ratios from one run."""
+    """Speed benchmarks, each printing ratios against its peers measured in the same run.
+
+    ``benchmarks/bench_*.py``: attacks against torchattacks / foolbox, ensembles against
+    N x one member. Pass a script name to run only that one: ``nox -s bench -- attacks``.
+    """
     install(session)
-    session.run("python", "benchmarks/bench_attacks.py", *session.posargs)
+    found = sorted(Path("benchmarks").glob("bench_*.py"))
+    scripts = {s.stem.removeprefix("bench_"): s for s in found}
+    chosen = list(session.posargs) or list(scripts)
+    unknown = [name for name in chosen if name not in scripts]
+    if unknown:
+        session.error(f"no benchmark named {unknown}; have {list(scripts)}")
+    for script in (scripts[name] for name in chosen):
+        session.run("python", str(script))

@@ -1,6 +1,6 @@
 """How fast are the attacks, relative to the cost of the model itself?
 
-Run as ``python benchmarks/bench_attacks.py [--out bench-results.json]`` (a few
+Run as ``python benchmarks/bench_attacks.py [--out runs/bench/attacks.json]`` (a few
 minutes on 2 cores). On the reference ConvNet, briefly trained, with a batch of
 256 MNIST test images, it measures in one process:
 
@@ -219,7 +219,7 @@ def print_table(title: str, rows: list[Row], unit: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-results.json"),
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/attacks.json"),
                         help="where to write the JSON results (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed repeats per attack after one warm-up (default: %(default)s)")
@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "art": "skipped (not installed)" if importlib.util.find_spec("art") is None else "run",
         "genetic": genetic,
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
