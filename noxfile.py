@@ -19,6 +19,7 @@ nox.options.error_on_missing_interpreters = True
 
 TORCH = "torch==2.13.0"
 TORCHATTACKS = "torchattacks==3.5.1"
+ART = "adversarial-robustness-toolbox==1.20.1"
 
 
 def install(session: nox.Session, *extras: str) -> None:
@@ -71,6 +72,7 @@ def bench(session: nox.Session) -> None:
     N x one member. Pass a script name to run only that one: ``nox -s bench -- attacks``.
     """
     install(session)
+    session.install(ART)  # a peer for the attack benchmark; needs neither torch nor torchvision
     found = sorted(Path("benchmarks").glob("bench_*.py"))
     scripts = {s.stem.removeprefix("bench_"): s for s in found}
     chosen = list(session.posargs) or list(scripts)
