@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from robustness.gate_cli import add_gate_parser, cmd_gate
+
 # Heavy imports (torch, the data loaders) happen inside the command functions so that
 # `robustness --help` answers instantly.
 
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list-attacks", help="list the attack names the registry knows",
                    description="List attack names usable with --attack.")
+    add_gate_parser(sub)
     return parser
 
 
@@ -389,7 +392,8 @@ def cmd_list_attacks(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "attack": cmd_attack,
-            "evaluate": cmd_evaluate, "fool": cmd_fool, "list-attacks": cmd_list_attacks}
+            "evaluate": cmd_evaluate, "fool": cmd_fool, "list-attacks": cmd_list_attacks,
+            "gate": cmd_gate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,442 @@
+"""Gates: thresholds with the CI rule, self-explaining verdicts, configuration errors that
+are never reported as robustness failures, baselines and regressions, `robustness gate`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+from torch import nn
+
+from robustness import gate_cli, pytest_plugin
+from robustness.checkpoint import CheckpointMeta, save_checkpoint
+from robustness.cli import main
+from robustness.data import Dataset, load_dataset
+from robustness.gates import (
+    BUDGETS,
+    GATE_KEYS,
+    RULES,
+    WORST,
+    Baseline,
+    Gate,
+    GateConfigError,
+    GateDefaults,
+    RobustnessRegression,
+    Threshold,
+    gate_from_mapping,
+    results_document,
+)
+from robustness.models import build_model
+from robustness.report import AttackResult, RobustnessReport, WorstCase
+from robustness.stats import wilson_interval
+from robustness.validation import ParameterError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ci-gate"
+N = 100  # images per real evaluation here: enough for a trained model's figures, fast
+
+
+def _result(attack: str, eps: float, robust: int, n: int, attacked: int) -> AttackResult:
+    lo, hi = wilson_interval(robust, n)
+    return AttackResult(attack=attack, eps=eps, norm="linf", threat_model="white-box",
+                        robust_accuracy=robust / n, ci_low=lo, ci_high=hi,
+                        success_rate=(attacked - robust) / attacked, median_perturbation=eps,
+                        queries=1.0, seconds=0.1, n=n, n_attacked=attacked,
+                        gradient_evaluations=attacked, description=attack)
+
+
+def make_report(robust: dict[str, int], *, worst: int, n: int = 100, eps: float = 0.1,
+                clean: int = 90) -> RobustnessReport:
+    """A report with exact counts: ``robust`` maps attack label -> robust samples at eps."""
+    results = [_result(a, eps, k, n, clean) for a, k in robust.items()]
+    lo, hi = wilson_interval(worst, n)
+    broken_by, left = {}, clean
+    for a, k in robust.items():
+        broken_by[a] = max(0, left - max(k, worst))
+        left -= broken_by[a]
+    wc = WorstCase(eps=eps, robust_accuracy=worst / n, ci_low=lo, ci_high=hi, n=n,
+                   attacks=list(robust), broken_by=broken_by)
+    return RobustnessReport(clean_accuracy=clean / n, n_samples=n, results=results,
+                            worst_case=[wc], provenance={"attacks": list(robust)})
+
+
+REPORT = make_report({"fgsm": 70, "pgd(steps=10)": 55}, worst=55)  # worst CI [0.452, 0.644]
+
+
+# -- thresholds and verdicts ----------------------------------------------------------------
+
+
+def test_report_ge_threshold_uses_the_upper_ci_rule_by_default() -> None:
+    verdict = REPORT >= Threshold(robust_accuracy=0.6, eps=0.1)
+    # 0.55 is below 0.6 but the upper bound 0.644 is not: the sample cannot show the
+    # model is below the threshold, so the default rule passes and says why.
+    assert verdict
+    assert verdict.threshold.rule == "upper"
+    text = verdict.explain()
+    assert "rule 'upper': fail only when even the upper bound" in text
+    assert "the point estimate 0.550 is below it" in text
+
+
+def test_point_rule_fails_on_the_point_estimate() -> None:
+    verdict = REPORT >= Threshold(robust_accuracy=0.6, eps=0.1, rule="point")
+    assert not verdict
+    assert verdict.below_minimum and not verdict.regressed
+    assert "failed by 0.050: point estimate 0.550 < 0.600" in verdict.explain()
+
+
+def test_failed_verdict_explains_table_eps_n_ci_worst_attack_and_shortfall() -> None:
+    verdict = REPORT >= Threshold(robust_accuracy=0.7, eps=0.1)
+    assert not verdict
+    text = verdict.explain()
+    lo, hi = wilson_interval(55, 100)
+    assert f"failed by {0.7 - hi:.3f}: 95% CI upper bound {hi:.3f} < 0.700" in text
+    assert f"95% CI [{lo:.3f}, {hi:.3f}] at eps 0.1 (worst case over fgsm, pgd(steps=10))" in text
+    assert "n = 100" in text and "clean accuracy 0.900" in text
+    assert "worst attack at eps 0.1: pgd(steps=10)" in text
+    assert "rule 'upper'" in text
+    assert REPORT.table() in text  # the per-attack table, worst case included
+
+
+def test_threshold_on_one_attack_by_label_or_unique_name() -> None:
+    assert REPORT >= Threshold(robust_accuracy=0.6, eps=0.1, attack="fgsm", rule="point")
+    by_name = REPORT >= Threshold(robust_accuracy=0.6, eps=0.1, attack="pgd", rule="point")
+    assert by_name.figure.attack == "pgd(steps=10)" and not by_name
+    # eps None is fine when the report has only one budget
+    assert (REPORT >= Threshold(robust_accuracy=0.5)).figure.attack == WORST
+
+
+@pytest.mark.parametrize(("threshold", "message"), [
+    (Threshold(robust_accuracy=0.5, eps=0.3), "a budget the report evaluated (0.1). Got 0.3"),
+    (Threshold(robust_accuracy=0.5, eps=0.1, attack="cw"),
+     "an attack the report evaluated at eps 0.1 ('fgsm', 'pgd(steps=10)')"),
+    (Threshold(max_drop=0.05, eps=0.1), "The 'baseline' parameter of Threshold must be given"),
+])
+def test_threshold_that_cannot_apply_is_a_config_error(threshold: Threshold, message: str) -> None:
+    with pytest.raises(GateConfigError) as info:
+        _ = REPORT >= threshold
+    assert message in str(info.value)
+
+
+def test_ambiguous_attack_name_and_missing_eps_are_config_errors() -> None:
+    report = make_report({"pgd(steps=10)": 60, "pgd(steps=40)": 55}, worst=55)
+    with pytest.raises(GateConfigError, match="a unique attack name"):
+        _ = report >= Threshold(robust_accuracy=0.5, eps=0.1, attack="pgd")
+    two = RobustnessReport(clean_accuracy=0.9, n_samples=100,
+                           results=[*REPORT.results, *make_report({"fgsm": 20}, worst=20,
+                                                                  eps=0.3).results],
+                           worst_case=[*REPORT.worst_case,
+                                       *make_report({"fgsm": 20}, worst=20, eps=0.3).worst_case])
+    with pytest.raises(GateConfigError, match=r"must be given when the report has several "
+                                              r"budgets \(0.1, 0.3\)"):
+        _ = two >= Threshold(robust_accuracy=0.5)
+
+
+def test_max_drop_compares_with_a_baseline_value_or_report() -> None:
+    _, hi = wilson_interval(55, 100)
+    ok = REPORT >= Threshold(eps=0.1, max_drop=0.05, baseline=0.65)
+    assert ok and ok.criteria[0].statistic == pytest.approx(0.65 - hi)
+    older = make_report({"fgsm": 90, "pgd(steps=10)": 80}, worst=80)
+    verdict = REPORT >= Threshold(eps=0.1, max_drop=0.05, baseline=older)
+    assert not verdict and verdict.regressed
+    assert f"baseline 0.800, drop {0.8 - hi:.3f} by the 95% CI upper bound" in verdict.explain()
+
+
+def test_threshold_with_the_reflected_operator_only() -> None:
+    threshold = Threshold(robust_accuracy=0.5, eps=0.1)
+    assert (threshold <= REPORT).passed
+    with pytest.raises(TypeError):
+        _ = REPORT >= 0.5  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"robust_accuracy": 1.5}, "The 'robust_accuracy' parameter of Threshold must be a finite "
+                               "float in the range [0, 1]. Got 1.5 instead."),
+    ({"robust_accuracy": 0.5, "rule": "lower"},
+     "The 'rule' parameter of Threshold must be one of 'upper', 'point'. Got 'lower'"),
+    ({"eps": 0.1}, "The 'robust_accuracy' parameter of Threshold must be given (or max_drop"),
+    ({"robust_accuracy": 0.5, "eps": -0.1}, "The 'eps' parameter of Threshold must be"),
+    ({"max_drop": 0.1, "baseline": "0.7"}, "The 'baseline' parameter of Threshold must be a "
+                                           "robust accuracy or a RobustnessReport. Got str"),
+])
+def test_threshold_validates_its_arguments(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        Threshold(**kwargs)  # type: ignore[arg-type]
+    assert message in str(info.value)
+
+
+# -- building gates from user input ---------------------------------------------------------
+
+
+def _gate(values: dict[str, object], **defaults: object) -> Gate:
+    return gate_from_mapping(values, owner="the marker", default_name="g",
+                             defaults=GateDefaults(**defaults),  # type: ignore[arg-type]
+                             base_dir=Path("/project"))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"eps": 0.1, "robust_acc": 0.5},
+     "the marker got an unknown key 'robust_acc' (did you mean 'robust_accuracy'?)"),
+    ({"eps": [0.1, 0.2], "robust_accuracy": 0.5},
+     "The 'eps' parameter of the marker must be a single float"),
+    ({"robust_accuracy": 0.5}, "The 'eps' parameter of the marker must be a float"),
+    ({"eps": 0.1, "robust_accuracy": 0.5, "rule": "strict"},
+     "The 'rule' parameter of the marker must be one of 'upper', 'point'"),
+    ({"eps": 0.1, "robust_accuracy": 0.5, "budget": "huge"},
+     "The 'budget' parameter of the marker must be one of 'fast', 'standard'"),
+    ({"eps": 0.1, "robust_accuracy": 0.5, "n": 0},
+     "The 'n' parameter of the marker must be an int in the range [1, inf). Got 0"),
+    ({"eps": 0.1, "robust_accuracy": 0.5, "attacks": ["pgd(stepz=3)"]},
+     "attack 'pgd(stepz=3)' is invalid: The 'stepz' parameter of PGD"),
+    ({"eps": 0.1, "robust_accuracy": 0.5, "attacks": ["fgsm", "fgsm"]},
+     "a list without duplicates"),
+    ({"thresholds": [{"eps": 0.1, "robust": 0.5}]},
+     "the marker thresholds[0] got an unknown key 'robust' (did you mean 'robust_accuracy'?)"),
+    ({"eps": 0.1, "robust_accuracy": 0.5, "model": 3},
+     "The 'model' parameter of the marker must be a checkpoint path or a torch.nn.Module. "
+     "Got int instead."),
+])
+def test_bad_gate_settings_name_the_key(values: dict[str, object], message: str) -> None:
+    with pytest.raises(GateConfigError) as info:
+        _gate(values)
+    assert message in str(info.value)
+
+
+def test_gate_settings_merge_defaults_and_resolve_paths() -> None:
+    gate = _gate({"model": "model/m.safetensors", "data": "data/x.npz", "eps": 0.1,
+                  "thresholds": [Threshold(robust_accuracy=0.2, eps=0.3, attack="fgsm"),
+                                 {"eps": 0.2, "robust_accuracy": 0.3}]},
+                 budget="standard", seed=3, max_drop=0.02)
+    assert gate.model == Path("/project/model/m.safetensors")
+    assert gate.data == "/project/data/x.npz"
+    assert gate.eps == [0.1, 0.2, 0.3]
+    assert gate.attack_specs == BUDGETS["standard"].attacks
+    assert gate.sample_size == BUDGETS["standard"].n and gate.seed == 3
+    # eps alone records figures and compares them with the baseline at the tolerance
+    assert gate.thresholds[0].robust_accuracy is None and gate.thresholds[0].max_drop == 0.02
+
+
+# -- running gates on a real trained model --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def checkpoint(trained_convnet: nn.Module, mnist: Dataset,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's trained ConvNet saved as a checkpoint, as `robustness train` would."""
+    path = tmp_path_factory.mktemp("gate-model") / "model.safetensors"
+    return save_checkpoint(trained_convnet, path, CheckpointMeta(
+        architecture="convnet", input_shape=mnist.input_shape, num_classes=mnist.num_classes,
+        classes=mnist.classes, dataset="mnist", seed=0))
+
+
+def test_gate_on_a_trained_checkpoint_passes_and_records_figures(checkpoint: Path) -> None:
+    gate = _gate({"model": str(checkpoint), "eps": 0.1, "robust_accuracy": 0.3, "n": N,
+                  "thresholds": [{"eps": 0.1, "attack": "fgsm", "robust_accuracy": 0.99}]})
+    result = gate.run()
+    assert result.report is not None and result.report.n_samples == N
+    assert result.report.provenance["dataset"]["name"] == "mnist"
+    assert [v.passed for v in result.verdicts] == [True, False]
+    assert result.status == "failed"
+    assert "Robustness gate 'g' FAILED: threshold robust_accuracy >= 0.990 at eps 0.1 (fgsm)" \
+        in result.explain()
+    doc = results_document([result])
+    json.dumps(doc, allow_nan=False)  # the artifact is strict JSON
+    assert doc["summary"] == {"gates": 1, "passed": 0, "failed": 1, "regressed": 0, "error": 0}
+    assert {f["attack"] for f in doc["gates"][0]["figures"]} == {WORST, "fgsm", "pgd(steps=10)"}
+
+
+def test_untrained_model_is_a_config_error_not_a_robustness_failure(mnist: Dataset) -> None:
+    gate = _gate({"eps": 0.1, "robust_accuracy": 0.5, "n": 200})
+    untrained = build_model("convnet", mnist.input_shape, mnist.num_classes, seed=0)
+    with pytest.raises(GateConfigError, match="the model looks untrained: clean accuracy"):
+        gate.run(untrained, mnist)
+
+
+def test_data_that_does_not_fit_the_model_is_a_config_error(checkpoint: Path,
+                                                            trained_convnet: nn.Module) -> None:
+    gate = _gate({"model": str(checkpoint), "data": "digits", "eps": 0.1,
+                  "robust_accuracy": 0.5})
+    with pytest.raises(GateConfigError, match=r"its images have shape \(1, 8, 8\) but the "
+                                              r"checkpoint expects \(1, 28, 28\)"):
+        gate.prepare()
+    # A bare module has no declared shape: the forward pass itself refuses the images.
+    bare = _gate({"eps": 0.1, "robust_accuracy": 0.5})
+    with pytest.raises(GateConfigError, match=r"cannot process the data's images of shape "
+                                              r"\(1, 8, 8\)"):
+        bare.prepare(trained_convnet, load_dataset("digits"))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({}, "no model was given"),
+    ({"model": "/nonexistent/model.safetensors"},
+     "the model is not a usable trained checkpoint: No checkpoint at"),
+    ({"model": str(EXAMPLE / "gates.toml")}, "is not a readable safetensors checkpoint"),
+])
+def test_missing_or_unreadable_model_is_a_config_error(values: dict[str, object],
+                                                       message: str) -> None:
+    with pytest.raises(GateConfigError) as info:
+        _gate({**values, "eps": 0.1, "robust_accuracy": 0.5}).prepare()
+    assert "Robustness gate 'g' is misconfigured" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_baseline_round_trip_and_regressions(checkpoint: Path, tmp_path: Path) -> None:
+    gate = _gate({"model": str(checkpoint), "eps": 0.1, "robust_accuracy": 0.3, "n": N,
+                  "thresholds": [{"eps": 0.1, "attack": "fgsm", "max_drop": 0.05}]})
+    prepared = gate.prepare()
+    baseline = Baseline(tmp_path / "baseline.json")
+    assert not baseline.exists and gate.evaluate(prepared, baseline=baseline).compared is False
+    first = gate.evaluate(prepared, baseline=baseline)
+    baseline.record(first)
+    baseline.save()
+
+    stored = Baseline(tmp_path / "baseline.json")
+    same = gate.evaluate(prepared, baseline=stored)  # seeded: the same figures again
+    assert same.compared and same.status == "passed" and not same.regressions
+
+    doc = json.loads((tmp_path / "baseline.json").read_text())
+    for fig in doc["gates"]["g"]["figures"]:
+        fig["robust_accuracy"] = min(1.0, fig["robust_accuracy"] + 0.3)
+    doc["gates"]["g"]["setup"]["n"] = 1000
+    (tmp_path / "baseline.json").write_text(json.dumps(doc))
+    result = gate.evaluate(prepared, baseline=Baseline(tmp_path / "baseline.json"))
+    assert result.status == "regressed"
+    assert [(r.attack, r.max_drop) for r in result.regressions] == [(WORST, 0.0), ("fgsm", 0.05)]
+    error = RobustnessRegression(result.regressions, tmp_path / "baseline.json")
+    text = str(error)
+    assert text.startswith("2 robustness regression(s) against the baseline")
+    assert "g: fgsm robust accuracy at eps 0.1 dropped from" in text
+    assert "baseline recorded with a different setup (n 1000 -> 100)" in text
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "cannot be read as JSON"),
+    ('{"gates": {}}', "is not a robustness baseline"),
+    ('{"format": "robustness-baseline", "version": 9, "gates": {}}', "has version 9"),
+])
+def test_corrupt_baseline_is_a_config_error(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(content)
+    with pytest.raises(GateConfigError, match=message):
+        Baseline(path)
+
+
+# -- the plugin's and the CLI's copies of the names ----------------------------------------
+
+
+def test_light_modules_agree_with_gates() -> None:
+    assert set(gate_cli.BUDGET_NAMES) == set(BUDGETS)
+    assert set(gate_cli.RULE_NAMES) == set(RULES)
+    assert set(pytest_plugin.MARKER_KEYS) == set(GATE_KEYS)
+
+
+def test_plugin_and_cli_import_without_torch() -> None:
+    code = ("import sys, robustness.pytest_plugin, robustness.cli; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+# -- robustness gate ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(checkpoint: Path, tmp_path: Path) -> Path:
+    """The example project with the session's trained model in place."""
+    shutil.copytree(EXAMPLE, tmp_path / "project")
+    (tmp_path / "project" / "model").mkdir()
+    shutil.copy(checkpoint, tmp_path / "project" / "model" / "model.safetensors")
+    return tmp_path / "project"
+
+
+def _run_gate(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["gate", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gate_command_passes_and_writes_junit_and_json(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run_gate([str(project / "gates.toml"), "--n", str(N), "--json",
+                                str(project / "g.json"), "--junit-xml",
+                                str(project / "g.xml")], capsys)
+    assert code == 0, out + err
+    assert "PASSED: convnet-mnist: worst case @ eps 0.1" in out
+    assert "robustness-baseline.json does not exist; nothing compared" in out
+    suite = ET.parse(project / "g.xml").getroot().find("testsuite")
+    assert suite is not None
+    assert suite.attrib["tests"] == "1" and suite.attrib["failures"] == "0"
+    case = suite.find("testcase")
+    assert case is not None and case.attrib["name"] == "convnet-mnist"
+    doc = json.loads((project / "g.json").read_text())
+    assert doc["passed"] and doc["gates"][0]["n"] == N
+    assert [v["rule"] for v in doc["gates"][0]["verdicts"]] == ["upper", "upper"]
+
+
+def test_gate_command_fails_with_exit_1_and_explains(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    toml = project / "gates.toml"
+    toml.write_text(toml.read_text().replace("robust_accuracy = 0.45", "robust_accuracy = 0.95"))
+    code, out, _ = _run_gate([str(toml), "--n", str(N), "--rule", "point", "--junit-xml",
+                              str(project / "g.xml")], capsys)
+    assert code == 1
+    assert "FAILED: convnet-mnist" in out
+    assert "threshold robust_accuracy >= 0.950 failed by" in out
+    assert "rule 'point': fail when the point estimate is below the threshold" in out
+    failure = ET.parse(project / "g.xml").getroot().find("testsuite/testcase/failure")
+    assert failure is not None and failure.attrib["type"] == "GateFailure"
+    assert "| worst case" in (failure.text or "")
+
+
+def test_gate_command_regression_against_the_baseline_exits_1(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    toml = str(project / "gates.toml")
+    assert _run_gate([toml, "--n", str(N), "--update-baseline"], capsys)[0] == 0
+    path = project / "robustness-baseline.json"
+    doc = json.loads(path.read_text())
+    for fig in doc["gates"]["convnet-mnist"]["figures"]:
+        fig["robust_accuracy"] = min(1.0, fig["robust_accuracy"] + 0.3)
+    path.write_text(json.dumps(doc))
+    code, out, _ = _run_gate([toml, "--n", str(N), "--junit-xml", str(project / "g.xml")],
+                             capsys)
+    assert code == 1
+    assert "RobustnessRegression: 2 robustness regression(s)" in out
+    failure = ET.parse(project / "g.xml").getroot().find("testsuite/testcase/failure")
+    assert failure is not None and failure.attrib["type"] == "RobustnessRegression"
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("eps = 0.1\nrobust_accuracy = 0.45", "eps = 0.1\nrobust_acuracy = 0.45"),
+     "got an unknown key 'robust_acuracy' (did you mean 'robust_accuracy'?)"),
+    (('model = "model/model.safetensors"', 'model = "missing/model.safetensors"'),
+     "the model is not a usable trained checkpoint: No checkpoint at"),
+    (('data = "mnist"', 'data = "digits"'), "the data does not match the model"),
+    (("[defaults]", "[defaults]\nn = 0"),
+     "The 'n' parameter of {toml} [defaults] must be an int in the range [1, inf). Got 0"),
+    (("[[gate]]", "[[gate]\n"), "is not valid TOML"),
+])
+def test_gate_command_config_errors_exit_2(project: Path, capsys: pytest.CaptureFixture[str],
+                                           edit: tuple[str, str], message: str) -> None:
+    toml = project / "gates.toml"
+    assert edit[0] in toml.read_text()
+    toml.write_text(toml.read_text().replace(*edit, 1))
+    code, _, err = _run_gate([str(toml), "--junit-xml", str(project / "g.xml")], capsys)
+    assert code == 2
+    assert message.format(toml=toml) in err
+    assert "Traceback" not in err
+    error = ET.parse(project / "g.xml").getroot().find("testsuite/testcase/error")
+    assert error is not None and error.attrib["type"] == "GateConfigError"
+
+
+def test_gate_command_help_lists_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["gate", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--json", "--junit-xml", "--budget", "--n", "--seed", "--rule",
+                   "--max-drop", "--baseline", "--update-baseline", "--gate"):
+        assert option in out
