@@ -16,6 +16,7 @@ or ``error`` means "do not trust the robust accuracy yet"; ``info`` is context.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -107,7 +108,7 @@ def result_checks(outcomes: list[Outcome], threat_models: Mapping[str, str]) -> 
         by_attack.setdefault(o.result.attack, []).append(o)
     for attack, group in by_attack.items():
         ordered = sorted(group, key=lambda o: o.result.eps)
-        for lo, hi in zip(ordered, ordered[1:], strict=False):
+        for lo, hi in itertools.pairwise(ordered):
             a, b = lo.result, hi.result
             if b.robust_accuracy > a.robust_accuracy + RATE_TOLERANCE:
                 findings.append(Finding(

@@ -102,7 +102,8 @@ class _SamePadStride2(nn.Module):
         h, w = x.shape[-2:]
         pad_h = max((-(-h // 2) - 1) * 2 + self.kernel - h, 0)
         pad_w = max((-(-w // 2) - 1) * 2 + self.kernel - w, 0)
-        return nn.functional.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        return nn.functional.pad(
+            x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
 
 
 class LeNet(nn.Module):
@@ -132,7 +133,8 @@ class LeNet(nn.Module):
         )
         flat = 16 * (h // 2 // 2) * (w // 2 // 2)
         self.classifier = nn.Sequential(
-            nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
+            nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ def attack_hook(attack: _AttackLike) -> Adversary:
 
     def adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         batch = attack(model, x, y)
-        return batch.x_adv  # type: ignore[attr-defined, no-any-return]
+        return batch.x_adv  # type: ignore[attr-defined]
 
     return adversary
 
@@ -160,7 +160,8 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> tor
         model.train(was_training)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000) -> float:
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+             batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` on (x (N, C, H, W), y (N,)) in eval mode."""
     check_images("accuracy", x)
     check_labels("accuracy", y, x.shape[0])

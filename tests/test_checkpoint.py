@@ -1,4 +1,4 @@
-"""Checkpoints: round trip with metadata, refusal of truncated, tampered, foreign or mismatched files."""
+"""Checkpoints: metadata round trip; truncated, tampered, foreign or mismatched files refused."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_tampered_metadata_fails_the_integrity_check(saved: tuple[torch.nn.Modul
 
     with safe_open(saved[1], framework="pt") as f:
         header = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     meta = json.loads(header["meta"])
     meta["accuracy"] = 0.999
     header["meta"] = json.dumps(meta, sort_keys=True)
@@ -118,5 +118,5 @@ def test_custom_module_needs_an_instance(tmp_path: Path) -> None:
                            CheckpointMeta("custom:Custom", (1, 8, 8), 10))
     with pytest.raises(CheckpointError, match="pass an instance"):
         load_checkpoint(path)
-    model, meta = load_checkpoint(path, model=Custom())
+    _, meta = load_checkpoint(path, model=Custom())
     assert meta.architecture == "custom:Custom"

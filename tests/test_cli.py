@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from robustness.data import Dataset
 from robustness.cli import main
+from robustness.data import Dataset
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -75,7 +75,7 @@ def test_train_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "run"), "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
-    model, meta = load_checkpoint(tmp_path / "run")
+    _, meta = load_checkpoint(tmp_path / "run")
     report = json.loads((tmp_path / "run" / "train.json").read_text())
     assert meta.dataset == "digits" and meta.architecture == "mlp"
     assert report["test_accuracy"] == pytest.approx(meta.accuracy)
