@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from robustness.argtypes import non_negative_int, positive_int
 from robustness.gate_cli import add_gate_parser, cmd_gate
 
 # Heavy imports (torch, the data loaders) happen inside the command functions so that
@@ -30,26 +31,6 @@ def _eps_list(text: str) -> list[float]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected at least one number; got {text!r}")
     return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value}")
-    return value
 
 
 def _int_list(text: str) -> list[int]:
@@ -95,13 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="convnet", choices=["convnet", "lenet", "mlp"],
                    help="architecture: 'convnet' (the original experiment's, needs >= 27x27 "
                         "images), 'lenet', 'mlp' (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, default=10,
+    p.add_argument("--epochs", type=positive_int, default=10,
                    help="training epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=128,
+    p.add_argument("--batch-size", type=positive_int, default=128,
                    help="mini-batch size (default: %(default)s)")
     p.add_argument("--lr", type=_float, default=1e-3,
                    help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of initialisation, shuffling, dropout and the data split "
                         "(default: %(default)s)")
     p.add_argument("--adversarial-eps", type=_float, default=None, metavar="EPS",
@@ -117,13 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "model.safetensors and examples.png to OUT.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"),
                    help="run directory (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, default=10,
+    p.add_argument("--epochs", type=positive_int, default=10,
                    help="training epochs (default: %(default)s)")
     p.add_argument("--eps", type=_eps_list, default=[0.1, 0.2, 0.3],
                    help="comma-separated L-inf budgets (default: 0.1,0.2,0.3)")
-    p.add_argument("--n-eval", type=_positive_int, default=1000,
+    p.add_argument("--n-eval", type=positive_int, default=1000,
                    help="test images to attack (default: %(default)s)")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of everything random (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -145,9 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="extra attack hyperparameter, repeatable, e.g. --param steps=40 "
                         "--param step_size=0.01 (values parsed as JSON where possible)")
-    p.add_argument("--n", type=_positive_int, default=1000,
+    p.add_argument("--n", type=positive_int, default=1000,
                    help="number of test images to attack (default: %(default)s)")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the attack and the data split (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write into")
 
@@ -167,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "parentheses: e.g. 'fgsm,pgd(steps=20),genetic,torchattacks:CW(c=1)'")
     p.add_argument("--eps", required=True, type=_eps_list,
                    help="comma-separated budgets in each attack's norm, e.g. 0.1,0.2,0.3")
-    p.add_argument("--n", type=_positive_int, default=1000,
+    p.add_argument("--n", type=positive_int, default=1000,
                    help="number of test images to evaluate (default: %(default)s)")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the attacks and the data split (default: %(default)s)")
     p.add_argument("--source-model", type=Path, default=None,
                    help="craft the adversarial examples on this checkpoint instead and "
@@ -190,17 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated classes to fool, e.g. 0,3,7 (default: every class)")
     p.add_argument("--target-confidence", type=_float, default=0.9999,
                    help="softmax probability each class must reach (default: %(default)s)")
-    p.add_argument("--generations", type=_positive_int, default=300,
+    p.add_argument("--generations", type=positive_int, default=300,
                    help="maximum generations; the search stops once every class reached the "
                         "target (default: %(default)s)")
-    p.add_argument("--population", type=_positive_int, default=200,
+    p.add_argument("--population", type=positive_int, default=200,
                    help="candidates scored per generation, in one forward pass "
                         "(default: %(default)s)")
     p.add_argument("--encoding", choices=["direct", "lowres"], default="direct",
                    help="'direct' evolves every pixel (the paper's direct encoding); 'lowres' "
                         "evolves a 7x7 genome upsampled bilinearly, giving smoother images "
                         "(default: %(default)s)")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the search (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write into")
 
