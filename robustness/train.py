@@ -17,7 +17,16 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from robustness.validation import check_float, check_images, check_int, check_labels, invalid
+from robustness.validation import (
+    check_choice,
+    check_float,
+    check_images,
+    check_int,
+    check_labels,
+    invalid,
+)
+
+PRECISIONS = ("fp32", "bf16")
 
 Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """``(model, x (B, C, H, W), y (B,)) -> x_adv (B, C, H, W)``."""
@@ -64,6 +73,7 @@ def train(
     adversarial_weight: float = 0.5,
     progress: bool = True,
     description: str = "train",
+    precision: str = "fp32",
 ) -> TrainHistory:
     """Train ``model`` in place with Adam and cross-entropy.
 
@@ -86,6 +96,12 @@ def train(
         (Goodfellow et al. 2015; the original experiment used w = 0.5 with FGSM eps 0.3).
     progress
         Show a tqdm progress bar over batches on stderr.
+    description
+        Label of the progress bar.
+    precision
+        ``"fp32"`` (default) or ``"bf16"``: run forward passes under CPU bfloat16
+        autocast (weights, optimiser state and gradients stay float32). About 1.4x
+        faster on CPUs with AMX (``benchmarks/bench_ensembles.py``), slower without.
 
     Returns
     -------
@@ -101,6 +117,8 @@ def train(
     check_float(owner, "weight_decay", weight_decay, low=0.0)
     check_int(owner, "seed", seed, low=0)
     check_float(owner, "adversarial_weight", adversarial_weight, low=0.0, high=1.0)
+    check_choice(owner, "precision", precision, PRECISIONS)
+    low_precision = precision == "bf16"
     if adversary is not None and not callable(adversary):
         raise invalid(owner, "adversary", "a callable (model, x, y) -> x_adv or None", adversary)
 
@@ -128,11 +146,12 @@ def train(
                                       "same shape", f"shape {tuple(x_adv.shape)} for a batch of "
                                       f"shape {tuple(xb.shape)}", raw=True)
                 model.train()
-                logits = model(xb)  # (B, K)
-                loss = F.cross_entropy(logits, yb)
-                if adversary is not None:
-                    adv_loss = F.cross_entropy(model(x_adv), yb)
-                    loss = (1 - adversarial_weight) * loss + adversarial_weight * adv_loss
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low_precision):
+                    logits = model(xb).float()  # (B, K)
+                    loss = F.cross_entropy(logits, yb)
+                    if adversary is not None:
+                        adv_loss = F.cross_entropy(model(x_adv).float(), yb)
+                        loss = (1 - adversarial_weight) * loss + adversarial_weight * adv_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
