@@ -161,7 +161,7 @@ class Ensemble(nn.Module):
         """Logits of every member: (B, C, H, W) -> (N, B, K); differentiable."""
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        outs = []
+        outs: list[torch.Tensor] = []
         for i, m in enumerate(self.members):
             z = m(x)
             if z.dim() != 2 or z.shape[0] != x.shape[0]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robustness.argtypes import non_negative_int, positive_int
+from robustness.experiment_cli import add_experiment_parser, cmd_experiment
 from robustness.gate_cli import add_gate_parser, cmd_gate
 
 # Heavy imports (torch, the data loaders) happen inside the command functions so that
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list-attacks", help="list the attack names the registry knows",
                    description="List attack names usable with --attack.")
     add_gate_parser(sub)
+    add_experiment_parser(sub, DATA_HELP)
     return parser
 
 
@@ -374,7 +376,7 @@ def cmd_list_attacks(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "attack": cmd_attack,
             "evaluate": cmd_evaluate, "fool": cmd_fool, "list-attacks": cmd_list_attacks,
-            "gate": cmd_gate}
+            "gate": cmd_gate, "experiment": cmd_experiment}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
