@@ -30,10 +30,12 @@ so one training run per sampling plan serves every N. Everything resumes from
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +222,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
 
     # 3. Ensembles.
     rows: list[dict[str, Any]] = []
+    # Per-sample correctness of every (setting, aggregation, threat): feeds the verdicts.
+    outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor] = {}
     member_stats: list[dict[str, Any]] = []
     largest = max(cfg.members)
     for sampling in cfg.samplings:
@@ -254,6 +258,11 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
                 genetic = (_genetic(chosen, x[:cfg.n_genetic], y[:cfg.n_genetic], cfg)
                            if n_members in (cfg.genetic_members or ()) else None)
                 for agg in AGGS:
+                    key = (sampling, n_members, with_baseline, agg)
+                    outcomes[(*key, "transfer")] = aggregate(zt, agg).argmax(-1) == y
+                    outcomes[(*key, "adaptive")] = adaptive[agg]["correct"]
+                    if genetic:
+                        outcomes[(*key, "genetic")] = genetic[agg]["correct"]
                     rows.append({
                         "sampling": sampling, "n_members": n_members,
                         "with_baseline": with_baseline, "aggregation": agg,
@@ -281,7 +290,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
         "members": member_stats,
         "ensembles": rows,
         "published": PUBLISHED | {"max": PUBLISHED_MAX},
-        "verdicts": verdicts(rows),
+        "verdicts": verdicts(outcomes),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "seconds": round(time.perf_counter() - start, 1),
         "versions": library_versions(),
@@ -325,7 +334,7 @@ def _adaptive(members: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     for agg in AGGS:
         correct = {name: aggregate(z, agg).argmax(-1) == y for name, z in logits.items()}
         worst = torch.stack(list(correct.values())).all(0)
-        out[agg] = {"worst_case": float(worst.float().mean()),
+        out[agg] = {"worst_case": float(worst.float().mean()), "correct": worst,
                     "by_attack": {k: float(v.float().mean()) for k, v in correct.items()}}
     return out
 
@@ -342,33 +351,62 @@ def _genetic(members: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
         x_adv, queries = _attack(attack, model, x, y)
         correct = _logits(model, x_adv).argmax(-1) == y
         broken = [q for q, c in zip(queries, correct.tolist(), strict=True) if not c]
-        out[agg] = {"accuracy": float(correct.float().mean()),
+        out[agg] = {"accuracy": float(correct.float().mean()), "correct": correct,
                     "median_queries": statistics.median(broken) if broken else None}
     return out
 
 
-def verdicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Does max beat mean? Per threat model, over all (sampling, N, +baseline) settings."""
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test p-value for ``wins`` vs ``losses`` discordant pairs."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1))
+    return min(1.0, float(Fraction(2 * tail, 2 ** n)))
+
+
+def verdicts(outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor],
+             *, alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Does max beat mean? One verdict per threat model, from paired per-sample outcomes.
+
+    Every image of every (sampling, N, +baseline) setting is a pair (max correct?, mean
+    correct?). The pairs where the two disagree are pooled and compared with an exact
+    sign test: "yes" needs max right more often than mean *and* p < ``alpha``. Settings
+    share images and members, so p is a summary, not an exact test across settings.
+    """
     out: dict[str, dict[str, Any]] = {}
-    index = {(r["sampling"], r["n_members"], r["with_baseline"], r["aggregation"]): r
-             for r in rows}
-    settings = sorted({k[:3] for k in index})
     names = {"transfer": "transfer FGSM from the baseline", "adaptive": "adaptive white-box PGD",
              "genetic": "genetic black-box"}
     for threat, name in names.items():
-        diffs = [index[(*s, "max")][threat] - index[(*s, "mean")][threat] for s in settings
-                 if index[(*s, "max")][threat] is not None]
-        wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-        mean_diff = statistics.fmean(diffs) if diffs else 0.0
-        # "Beats" needs a majority of settings *and* a positive average difference.
-        holds = bool(diffs) and wins > len(diffs) / 2 and mean_diff > 0
+        settings = sorted({k[:3] for k in outcomes if k[4] == threat})
+        max_only = mean_only = pairs = 0
+        higher = lower = 0
+        for s in settings:
+            best, avg = outcomes[(*s, "max", threat)], outcomes[(*s, "mean", threat)]
+            max_only += int((best & ~avg).sum())
+            mean_only += int((avg & ~best).sum())
+            pairs += int(best.numel())
+            diff = float(best.float().mean() - avg.float().mean())
+            higher, lower = higher + (diff > 0), lower + (diff < 0)
+        p = sign_test(max_only, mean_only)
+        holds = max_only > mean_only and p < alpha
+        if not settings:
+            answer = "not measured"
+        elif holds:
+            answer = "yes"
+        elif mean_only > max_only and p < alpha:
+            answer = "no, mean beats max"
+        else:
+            answer = "no detectable difference"
         out[threat] = {
-            "max_beats_mean": holds, "settings": len(diffs), "max_higher": wins,
-            "max_lower": losses, "equal": len(diffs) - wins - losses,
-            "mean_difference": mean_diff,
-            "line": (f"{name}: max beats mean? {'yes' if holds else 'no'} — max is higher in "
-                     f"{wins}, lower in {losses}, equal in {len(diffs) - wins - losses} of "
-                     f"{len(diffs)} settings; mean difference {mean_diff:+.3f} accuracy."),
+            "max_beats_mean": holds, "answer": answer, "settings": len(settings),
+            "max_higher_settings": higher, "max_lower_settings": lower, "pairs": pairs,
+            "max_right_mean_wrong": max_only, "mean_right_max_wrong": mean_only,
+            "sign_test_p": p,
+            "line": (f"{name}: max beats mean? {answer} (over {len(settings)} settings, "
+                     f"{pairs} paired images: max right where mean is wrong {max_only}x, the "
+                     f"reverse {mean_only}x, sign test p = {p:.2g}; max higher in {higher}, "
+                     f"lower in {lower} settings)."),
         }
     return out
 
