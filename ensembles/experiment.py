@@ -79,10 +79,10 @@ class ExperimentConfig:
     train_eps: float = 0.3
     n: int = 1000
     n_adaptive: int = 100
-    n_genetic: int = 40
+    n_genetic: int = 25
     genetic_members: tuple[int, ...] | None = None
     pgd_steps: int = 20
-    generations: int = 100
+    generations: int = 80
     population: int = 8
     epochs: int = 6
     seed: int = 0
@@ -185,9 +185,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
     Returns the JSON document (see :func:`render_markdown` for the table).
     """
     start = time.perf_counter()
+    data = load_dataset(cfg.data, root=root, seed=cfg.seed)  # fails before anything is written
+    build_model("convnet", data.input_shape, data.num_classes)  # e.g. 8x8 digits are too small
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(cfg.data, root=root, seed=cfg.seed)
     x, y = data.x_test[:cfg.n], data.y_test[:cfg.n]
     timings: dict[str, float] = {}
 

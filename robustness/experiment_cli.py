@@ -87,11 +87,11 @@ def add_experiment_parser(sub: Any, data_help: str) -> argparse.ArgumentParser:
     e.add_argument("--n-adaptive", type=positive_int, default=None,
                    help="test images for adaptive PGD (default: 100)")
     e.add_argument("--n-genetic", type=positive_int, default=None,
-                   help="test images for the genetic attack (default: 40; quick 30)")
+                   help="test images for the genetic attack (default: 25; quick 30)")
     e.add_argument("--pgd-steps", type=positive_int, default=None,
                    help="PGD steps (default: 20; quick 10)")
     e.add_argument("--generations", type=positive_int, default=None,
-                   help="genetic attack generations (default: 100; quick 50)")
+                   help="genetic attack generations (default: 80; quick 50)")
     e.add_argument("--population", type=positive_int, default=None,
                    help="genetic attack population (default: 8)")
     e.add_argument("--epochs", type=positive_int, default=None,

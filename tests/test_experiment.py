@@ -1,0 +1,115 @@
+"""The ensemble experiment: verdict statistics, published-number mapping, a real tiny run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensembles.experiment import _published, sign_test, verdicts
+from robustness.cli import main
+
+
+def test_sign_test_matches_the_binomial_distribution() -> None:
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(5, 5) == 1.0
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)  # two-sided, 2 * 0.5**10
+    assert sign_test(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert sign_test(2, 8) == sign_test(8, 2)
+
+
+def _outcome(bits: str) -> torch.Tensor:
+    return torch.tensor([b == "1" for b in bits])
+
+
+def test_verdicts_pool_paired_outcomes_and_need_significance() -> None:
+    # Max right where mean is wrong on 12 images, never the reverse: significant.
+    strong = {("uniform", 5, False, "max", "transfer"): _outcome("1" * 12 + "0" * 8),
+              ("uniform", 5, False, "mean", "transfer"): _outcome("0" * 20)}
+    v = verdicts(strong)["transfer"]
+    assert v["answer"] == "yes" and v["max_beats_mean"] is True
+    assert (v["max_right_mean_wrong"], v["mean_right_max_wrong"], v["pairs"]) == (12, 0, 20)
+    assert "max beats mean? yes" in v["line"]
+    # A one-image edge is not evidence.
+    weak = {("uniform", 5, False, "max", "adaptive"): _outcome("1000"),
+            ("uniform", 5, False, "mean", "adaptive"): _outcome("0000")}
+    assert verdicts(weak)["adaptive"]["answer"] == "no detectable difference"
+    reverse = {("bootstrap", 5, False, "max", "genetic"): _outcome("0" * 12),
+               ("bootstrap", 5, False, "mean", "genetic"): _outcome("1" * 12)}
+    assert verdicts(reverse)["genetic"]["answer"] == "no, mean beats max"
+    assert verdicts(reverse)["transfer"]["answer"] == "not measured"
+
+
+def test_published_numbers_sit_beside_the_matching_rows() -> None:
+    assert _published("uniform", 5, "max", False) == 0.27
+    assert _published("bootstrap", 25, "max", False) == 0.45
+    assert _published("subsample", 50, "max", False) == 0.57  # what the original code ran
+    assert _published("subsample", 50, "max", True) == 0.55
+    assert _published("bootstrap", 50, "mean", False) == 0.24
+    assert _published("uniform", 50, "vote", False) is None
+    assert _published("uniform", 10, "max", False) is None
+
+
+TINY = ["experiment", "ensembles", "--data", "mnist", "--members", "1,2", "--samplings",
+        "uniform,bootstrap", "--n", "60", "--n-adaptive", "20", "--n-genetic", "10",
+        "--generations", "5", "--pgd-steps", "5", "--epochs", "1", "--precision", "fp32"]
+
+
+def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main([*TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text())
+    rows = result["ensembles"]
+    # 2 samplings x (N=1, N=2, N=2 + baseline) x 3 aggregations.
+    assert len(rows) == 18
+    assert {r["aggregation"] for r in rows} == {"mean", "max", "vote"}
+    for r in rows:
+        for key in ("clean", "transfer", "adaptive"):
+            assert 0.0 <= r[key] <= 1.0
+        assert r["adaptive"] <= min(r["adaptive_by_attack"].values())
+        assert (r["genetic"] is None) == (r["n_members"] != 2)  # genetic: largest N only
+    # A one-member ensemble is its member, whatever the aggregation.
+    for sampling in ("uniform", "bootstrap"):
+        ones = [r for r in rows if r["sampling"] == sampling and r["n_members"] == 1]
+        member = next(m for m in result["members"]
+                      if m["sampling"] == sampling and m["n_members"] == 1)
+        assert len(ones) == 3
+        for r in ones:
+            assert r["transfer"] == pytest.approx(member["mean_member_transfer"])
+    assert set(result["verdicts"]) == {"transfer", "adaptive", "genetic"}
+    assert result["single_models"]["baseline"]["clean"] > 0.5
+    markdown = (out / "results.md").read_text()
+    assert markdown.count("max beats mean?") == 3 and "| published |" in markdown
+    assert "max beats mean?" in printed
+    assert (out / "baseline_adversarials.safetensors").exists()
+
+    # A second run reuses every trained model and member and gives the same numbers.
+    assert main([*TINY, "--out", str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert [r["transfer"] for r in again["ensembles"]] == [r["transfer"] for r in rows]
+    assert again["timings_s"]["train_uniform"] < result["timings_s"]["train_uniform"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--members", "0"], "argument --members: expected ensemble sizes >= 1"),
+    (["--samplings", "bagging"], "argument --samplings: expected a comma-separated subset"),
+    (["--eps", "0"], "argument --eps: expected a number in (0, 1]"),
+    (["--members", "5", "--genetic-members", "7"],
+     "The 'genetic_members' parameter of experiment ensembles must be sizes among members"),
+    (["--data", "digits"], "ConvNet must have H, W >= 27"),
+])
+def test_bad_experiment_arguments_exit_2_without_writing(
+        extra: list[str], message: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "X"
+    with pytest.raises(SystemExit) as info:
+        sys.exit(main(["experiment", "ensembles", "--out", str(out), *extra]))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
