@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, final
 
@@ -122,6 +124,26 @@ def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(dim=1)
 
 
+@contextmanager
+def eval_mode(*models: nn.Module, switch: bool = True) -> Iterator[None]:
+    """Run a block with ``models`` in eval mode, then restore every submodule's own flag.
+
+    Restoring per submodule (not ``model.train(was_training)``) matters for models whose
+    parts are deliberately in different modes, e.g. frozen batch norm inside a training
+    model. With ``switch=False`` the modes are only restored, not changed.
+    """
+    seen = {id(m): m for m in models}.values()  # one model may be passed twice
+    modes = [(sub, sub.training) for model in seen for sub in model.modules()]
+    try:
+        if switch:
+            for model in seen:
+                model.eval()
+        yield
+    finally:
+        for sub, mode in modes:
+            sub.training = mode
+
+
 def check_model_output(owner: str, model: nn.Module, x: torch.Tensor,
                        y: torch.Tensor | None = None) -> int:
     """Run ``model`` on one sample of ``x`` and check it returns logits (1, K); return K."""
@@ -210,9 +232,7 @@ class Attack(ABC):
         if not isinstance(model, nn.Module):
             raise invalid(owner, "model", "a torch.nn.Module returning logits (N, K)",
                           type(model).__name__, raw=True)
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
+        with eval_mode(model):
             num_classes = check_model_output(owner, model, x)
             check_labels(owner, y, x.shape[0], num_classes)
             if self.targeted:
@@ -236,9 +256,6 @@ class Attack(ABC):
             with torch.no_grad():
                 predictions = torch.cat([model(x_adv[i:i + 1024]).argmax(1)
                                          for i in range(0, x_adv.shape[0], 1024)])
-        finally:
-            for m, mode in modes:
-                m.training = mode
         success = predictions == target if target is not None else predictions != y
         return AdversarialBatch(
             x_adv=x_adv,

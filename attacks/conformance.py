@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.base import NORMS, AdversarialBatch, budget_ok, perturbation_norm
+from attacks.base import NORMS, AdversarialBatch, budget_ok, eval_mode, perturbation_norm
 from robustness.validation import ParameterError, invalid
 
 # Two float32 computations of the same norm may differ in the last bits.
@@ -100,14 +100,8 @@ class _Trial:
 
     def predictions(self, x_adv: torch.Tensor) -> torch.Tensor:
         """The model's eval-mode predictions on ``x_adv`` (N, C, H, W) -> (N,)."""
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return self.model(x_adv).argmax(1)
-        finally:
-            for m, mode in modes:
-                m.training = mode
+        with eval_mode(self.model), torch.no_grad():
+            return self.model(x_adv).argmax(1)
 
 
 def _check_returns_adversarial_batch(t: _Trial) -> None:
@@ -310,17 +304,13 @@ def check_attack(attack: Callable[..., Any], model: nn.Module, x: torch.Tensor,
     if unknown:
         raise invalid("check_attack", "checks", f"names from conformance_checks() "
                       f"({', '.join(_CHECKS)})", unknown)
-    modes = [(m, m.training) for m in model.modules()]
-    try:
+    with eval_mode(model, switch=False):
         trial = _Trial(attack, model, x, y, eps)
         for name in selected:
             try:
                 _CHECKS[name](trial)
             except AssertionError as err:
                 raise AssertionError(f"check '{name}' failed for {attack!r}: {err}") from None
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _shape(value: Any) -> Any:

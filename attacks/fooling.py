@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attacks.base import check_model_output
+from attacks.base import check_model_output, eval_mode
 from robustness.validation import check_choice, check_float, check_int, invalid
 
 ENCODINGS = ("direct", "lowres")
@@ -226,9 +226,7 @@ class FoolingImages:
         if not isinstance(model, nn.Module):
             raise invalid(owner, "model", "a torch.nn.Module returning logits (N, K)",
                           type(model).__name__, raw=True)
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
+        with eval_mode(model):
             num_classes = check_model_output(owner, model, torch.zeros((2, *shape)))
             classes = self.classes if self.classes is not None else tuple(range(num_classes))
             if max(classes) >= num_classes:
@@ -238,9 +236,6 @@ class FoolingImages:
             with torch.no_grad():
                 result = self._search(model, shape, classes)
             elapsed = time.perf_counter() - start
-        finally:
-            for m, mode in modes:
-                m.training = mode
         images, logp, reached_at, calls = result
         confidence = logp.exp()
         return FoolingResult(

@@ -5,6 +5,7 @@
 >>> log_probs = ensemble(x)  # (B, K); any attack can attack it end to end  # doctest: +SKIP
 """
 
+from ensembles.adaptive import STRATEGIES, AdaptiveResult, adaptive_attack
 from ensembles.ensemble import AGGREGATIONS, Ensemble, EnsembleMismatchError, aggregate
 from ensembles.members import EnsembleResumeError, load_members, train_members
 from ensembles.sampling import PLANS, MemberSeeds, SamplingPlan, member_seeds
@@ -12,11 +13,14 @@ from ensembles.sampling import PLANS, MemberSeeds, SamplingPlan, member_seeds
 __all__ = [
     "AGGREGATIONS",
     "PLANS",
+    "STRATEGIES",
+    "AdaptiveResult",
     "Ensemble",
     "EnsembleMismatchError",
     "EnsembleResumeError",
     "MemberSeeds",
     "SamplingPlan",
+    "adaptive_attack",
     "aggregate",
     "load_members",
     "member_seeds",

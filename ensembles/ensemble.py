@@ -34,6 +34,7 @@ experiment evaluate many aggregations and member subsets from one pass per membe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,17 +77,19 @@ def aggregate(member_logits: torch.Tensor, aggregation: str) -> torch.Tensor:
     log_p = member_logits.log_softmax(-1)  # (N, B, K)
     n = member_logits.shape[0]
     if aggregation == "mean":
-        return log_p.logsumexp(0) - torch.log(torch.tensor(float(n), dtype=log_p.dtype))
+        return log_p.logsumexp(0) - math.log(n)
     if aggregation == "max":
         confidence = log_p.amax(-1)  # (N, B)
         # argmax returns the first maximal index: ties go to the lowest member index.
         best = confidence.argmax(0)  # (B,)
         index = best[None, :, None].expand(1, *log_p.shape[1:])
         return log_p.gather(0, index).squeeze(0)
-    probs = log_p.exp()
     votes = nn.functional.one_hot(log_p.argmax(-1), log_p.shape[-1]).sum(0)  # (B, K)
-    shares = (votes.to(probs.dtype) + 0.5 * probs.mean(0)) / (n + 0.5)
-    return shares.log()
+    # log((votes + 0.5 * mean_p) / (N + 0.5)) in log space: mean_p may underflow to 0 for
+    # confident members, and log(0) would give -inf logits and NaN gradients.
+    log_mean = log_p.logsumexp(0) - math.log(n)
+    return torch.logaddexp(votes.to(log_p.dtype).log(), log_mean + math.log(0.5)) - math.log(
+        n + 0.5)
 
 
 class Ensemble(nn.Module):
@@ -154,6 +157,7 @@ class Ensemble(nn.Module):
     def _view(self, members: list[nn.Module], aggregation: str) -> Ensemble:
         out = Ensemble(members, aggregation, input_shape=self.input_shape)
         out.channels_last = self.channels_last
+        out.plan, out.seed, out.training_log = self.plan, self.seed, self.training_log
         out.train(self.training)
         return out
 

@@ -382,13 +382,15 @@ def verdicts(outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor],
         settings = sorted({k[:3] for k in outcomes if k[4] == threat})
         max_only = mean_only = pairs = 0
         higher = lower = 0
+        diffs: list[float] = []
         for s in settings:
             best, avg = outcomes[(*s, "max", threat)], outcomes[(*s, "mean", threat)]
             max_only += int((best & ~avg).sum())
             mean_only += int((avg & ~best).sum())
             pairs += int(best.numel())
-            diff = float(best.float().mean() - avg.float().mean())
-            higher, lower = higher + (diff > 0), lower + (diff < 0)
+            diffs.append(float(best.float().mean() - avg.float().mean()))
+            higher, lower = higher + (diffs[-1] > 0), lower + (diffs[-1] < 0)
+        mean_diff = statistics.fmean(diffs) if diffs else 0.0
         p = sign_test(max_only, mean_only)
         holds = max_only > mean_only and p < alpha
         if not settings:
@@ -403,11 +405,11 @@ def verdicts(outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor],
             "max_beats_mean": holds, "answer": answer, "settings": len(settings),
             "max_higher_settings": higher, "max_lower_settings": lower, "pairs": pairs,
             "max_right_mean_wrong": max_only, "mean_right_max_wrong": mean_only,
-            "sign_test_p": p,
-            "line": (f"{name}: max beats mean? {answer} (over {len(settings)} settings, "
-                     f"{pairs} paired images: max right where mean is wrong {max_only}x, the "
-                     f"reverse {mean_only}x, sign test p = {p:.2g}; max higher in {higher}, "
-                     f"lower in {lower} settings)."),
+            "sign_test_p": p, "mean_accuracy_difference": mean_diff,
+            "line": (f"{name}: max beats mean? {answer}; max - mean accuracy {mean_diff:+.3f} "
+                     f"on average (higher in {higher}, lower in {lower} of {len(settings)} "
+                     f"settings; of {pairs} paired images max alone is right on {max_only}, "
+                     f"mean alone on {mean_only}, sign test p = {p:.2g})."),
         }
     return out
 

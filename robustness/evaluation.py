@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.base import AdversarialBatch, Attack, budget_ok, check_model_output
+from attacks.base import AdversarialBatch, Attack, budget_ok, check_model_output, eval_mode
 from robustness.checks import Outcome, large_eps_check, model_checks, result_checks
 from robustness.data import Dataset
 from robustness.report import AttackResult, RobustnessReport, WorstCase
@@ -205,11 +205,7 @@ def evaluate(
         _build(s, eps_values[0] if bounded[s.label] else None, seed)
 
     craft = source_model if source_model is not None else model
-    modes = [(m, m.training) for mod in {id(model): model, id(craft): craft}.values()
-             for m in mod.modules()]
-    try:
-        model.eval()
-        craft.eval()
+    with eval_mode(model, craft):
         num_classes = check_model_output(OWNER, model, x)
         check_labels(OWNER, y, len(x), num_classes, name="data[1] (y)")
         if source_model is not None:
@@ -219,9 +215,6 @@ def evaluate(
                               "the evaluated one", f"{k} classes", raw=True)
         report = _run(model, craft, x, y, specs, bounded, eps_values, seed, checks,
                       source_model is not None, batch_size, echo)
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
     provenance = {
         "model": {"description": type(model).__name__,

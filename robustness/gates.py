@@ -793,18 +793,15 @@ def _check_trained(gate: Gate, model: nn.Module, x: torch.Tensor, y: torch.Tenso
     """
     import torch
 
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    from attacks.base import eval_mode
+
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise gate._error(f"the model cannot process the data's images of shape {shape}: "
                           f"{first}") from None
-    finally:
-        for m, mode in modes:
-            m.training = mode
     if logits.dim() != 2 or logits.shape[0] != len(x):
         raise gate._error(f"the model must map images (N, C, H, W) to logits (N, K); for "
                           f"{len(x)} images it returned shape {tuple(logits.shape)}.")

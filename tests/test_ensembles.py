@@ -10,12 +10,14 @@ import torch
 from torch import nn
 
 import ensembles.members as members_mod
+from attacks.genetic import GeneticAttack
 from attacks.gradient import PGD
 from ensembles import (
     Ensemble,
     EnsembleMismatchError,
     EnsembleResumeError,
     SamplingPlan,
+    adaptive_attack,
     aggregate,
     load_members,
     member_seeds,
@@ -121,6 +123,16 @@ def test_vote_is_the_majority_with_deterministic_ties() -> None:
     assert aggregate(tie, "vote").argmax(-1).tolist() == [0]
 
 
+def test_vote_stays_finite_for_overconfident_members() -> None:
+    # float32 probabilities of these classes underflow to exactly 0.
+    z = torch.tensor([[[0.0, -200.0, -300.0]], [[0.0, -250.0, -400.0]]])
+    x = z.clone().requires_grad_(True)
+    out = aggregate(x, "vote")
+    assert torch.isfinite(out).all()
+    torch.nn.functional.cross_entropy(out, torch.tensor([2])).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_max_ties_go_to_the_first_member() -> None:
     z = _logits([[[0.9, 0.1]], [[0.1, 0.9]]])
     assert torch.allclose(aggregate(z, "max").exp(), torch.tensor([[0.9, 0.1]], dtype=z.dtype))
@@ -192,6 +204,31 @@ def test_end_to_end_pgd_attacks_the_mean_and_max_ensembles(digits: Dataset) -> N
         batch = PGD(eps=0.3, steps=20, seed=0)(model, x, y)
         clean = float((model(x).argmax(-1) == y).float().mean())
         assert clean > 0.85 and batch.robust_accuracy(y) < 0.2, aggregation
+
+
+def test_adaptive_attack_charges_each_sample_with_its_worst_strategy(digits: Dataset) -> None:
+    ensemble = train_members(digits, 3, plan="uniform", architecture="mlp", epochs=5,
+                             aggregation="max", progress=False, precision="fp32")
+    x, y = digits.x_test[:80], digits.y_test[:80]
+    attack = PGD(eps=0.1, steps=10, seed=0)
+    result = adaptive_attack(attack, ensemble, x, y,
+                             strategies=("end_to_end", "logit_mean", "members"))
+    assert set(result.by_strategy) == {"end_to_end", "logit_mean", "members"}
+    assert result.robust_accuracy <= min(result.by_strategy.values())
+    alone = PGD(eps=0.1, steps=10, seed=0)(ensemble, x, y).robust_accuracy(y)
+    assert result.by_strategy["end_to_end"] == pytest.approx(alone)
+    # The returned inputs are what the verdict says: within budget, and exactly the
+    # samples marked robust are still classified correctly.
+    assert float((result.x_adv - x).abs().max()) <= 0.1 + 1e-6
+    with torch.no_grad():
+        assert torch.equal(ensemble(result.x_adv).argmax(-1) == y, result.correct)
+    # A score-based attack needs no gradient, so it attacks a vote ensemble too.
+    vote = ensemble.with_aggregation("vote")
+    genetic = adaptive_attack(GeneticAttack(eps=0.3, generations=30, seed=0), vote, x[:20],
+                              y[:20], strategies=["end_to_end"])
+    assert genetic.robust_accuracy < 1.0
+    with pytest.raises(ParameterError, match="'strategies' parameter of adaptive_attack"):
+        adaptive_attack(attack, ensemble, x, y, strategies=["transfer"])
 
 
 # --- training and resuming ------------------------------------------------------------------

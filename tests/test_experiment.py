@@ -113,3 +113,14 @@ def test_bad_experiment_arguments_exit_2_without_writing(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_experiment_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["experiment", "ensembles", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--members", "--quick", "--out", "--eps", "--genetic-members", "--samplings"):
+        assert flag in text
+    for line in text.split("options:")[1].split("\n  -")[1:]:
+        assert len(line.split()) > 2, f"option without help text: {line!r}"
