@@ -14,7 +14,6 @@ taken through it.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import importlib
 import inspect
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, RunResult
-from robustness.validation import ParameterError, invalid
+from robustness.core.validation import ParameterError, did_you_mean, invalid
 
 # torchattacks attacks whose geometry their name does not give away ("...L2" is L2,
 # everything else L-inf): L2 minimisers, and L0 / L1 / noise attacks that have no
@@ -132,7 +131,7 @@ def check_kwargs(owner: str, func: Callable[..., Any], kwargs: Mapping[str, Any]
         if key not in named and not open_ended:
             accepted = ", ".join(named) or "none"
             raise invalid(owner, key, f"one of its keyword arguments: {accepted}"
-                          f"{_did_you_mean(key, named)}", f"unknown keyword {key}={_brief(value)}",
+                          f"{did_you_mean(key, named)}", f"unknown keyword {key}={_brief(value)}",
                           raw=True)
     for name in named:
         if parameters[name].default is inspect.Parameter.empty and name not in kwargs:
@@ -145,20 +144,11 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _did_you_mean(word: str, candidates: Collection[str]) -> str:
-    """``" (did you mean 'A', 'B'?)"`` from case-insensitive close matches, or ``""``."""
-    by_lower = {c.lower(): c for c in candidates}
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return " (did you mean " + ", ".join(repr(by_lower[c]) for c in close) + "?)"
-
-
 def _lookup(owner: str, library: str, name: Any, classes: Mapping[str, type]) -> type:
     """The class called ``name`` in ``classes``, or a ParameterError with close matches."""
     if isinstance(name, str) and name in classes:
         return classes[name]
-    hint = _did_you_mean(name, classes) if isinstance(name, str) else ""
+    hint = did_you_mean(name, classes) if isinstance(name, str) else ""
     if not hint:
         hint = f" (available: {', '.join(sorted(classes))})"
     raise invalid(owner, "name", f"the name of a {library} attack class{hint}", name)

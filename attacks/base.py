@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, final
 
 import torch
 from torch import nn
 
-from robustness.validation import (
+from robustness.core.modes import eval_mode
+from robustness.core.validation import (
     check_bool,
     check_float,
     check_images,
@@ -124,26 +123,6 @@ def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(dim=1)
 
 
-@contextmanager
-def eval_mode(*models: nn.Module, switch: bool = True) -> Iterator[None]:
-    """Run a block with ``models`` in eval mode, then restore every submodule's own flag.
-
-    Restoring per submodule (not ``model.train(was_training)``) matters for models whose
-    parts are deliberately in different modes, e.g. frozen batch norm inside a training
-    model. With ``switch=False`` the modes are only restored, not changed.
-    """
-    seen = {id(m): m for m in models}.values()  # one model may be passed twice
-    modes = [(sub, sub.training) for model in seen for sub in model.modules()]
-    try:
-        if switch:
-            for model in seen:
-                model.eval()
-        yield
-    finally:
-        for sub, mode in modes:
-            sub.training = mode
-
-
 def check_model_output(owner: str, model: nn.Module, x: torch.Tensor,
                        y: torch.Tensor | None = None) -> int:
     """Run ``model`` on one sample of ``x`` and check it returns logits (1, K); return K."""
@@ -169,7 +148,7 @@ class Attack(ABC):
     """Base class of every attack: ours, and the torchattacks / foolbox adapters.
 
     Subclasses take their hyperparameters as keyword-only constructor arguments,
-    validate them there (with :mod:`robustness.validation`), store them as public
+    validate them there (with :mod:`robustness.core.validation`), store them as public
     attributes named like the arguments, and implement :meth:`_run`.
 
     Class attributes

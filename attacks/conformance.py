@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.base import NORMS, AdversarialBatch, budget_ok, eval_mode, perturbation_norm
-from robustness.validation import ParameterError, invalid
+from attacks.base import NORMS, AdversarialBatch, budget_ok, perturbation_norm
+from robustness.core.modes import eval_mode
+from robustness.core.validation import ParameterError, invalid
 
 # Two float32 computations of the same norm may differ in the last bits.
 _NORM_RTOL = 1e-5

@@ -16,15 +16,15 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attacks.base import check_model_output, eval_mode
-from robustness.validation import check_choice, check_float, check_int, invalid
+from attacks.base import check_model_output
+from robustness.core.modes import eval_mode
+from robustness.core.validation import check_choice, check_float, check_int, invalid
 
 ENCODINGS = ("direct", "lowres")
 
@@ -85,47 +85,6 @@ class FoolingResult:
             "wall_time_s": self.wall_time_s,
         }
 
-    def save_grid(self, path: str | Path, *, columns: int = 5) -> Path:
-        """Write a PNG grid of the elites, each titled with its class and confidence.
-
-        Parameters
-        ----------
-        path
-            Destination file; parent directories must exist.
-        columns
-            Images per row, >= 1.
-
-        Returns
-        -------
-        Path
-            ``path``.
-        """
-        # Lazy import, and a bare Figure rather than pyplot: no global backend or
-        # figure state is touched, so this is safe in tests and servers alike.
-        from matplotlib.figure import Figure
-
-        columns = check_int("FoolingResult.save_grid", "columns", columns, low=1)
-        k = len(self.classes)
-        cols = min(columns, k)
-        rows = math.ceil(k / cols)
-        fig = Figure(figsize=(2.0 * cols, 2.3 * rows))
-        axes = fig.subplots(rows, cols, squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.set_axis_off()
-            if i >= k:
-                continue
-            image = self.images[i].detach().cpu()  # (C, H, W)
-            if image.shape[0] == 3:
-                ax.imshow(image.permute(1, 2, 0).numpy(), vmin=0.0, vmax=1.0)
-            else:
-                ax.imshow(image.mean(0).numpy(), cmap="gray", vmin=0.0, vmax=1.0)
-            # Truncate rather than round, so 0.9999996 is not shown as 1.000000.
-            shown = math.floor(float(self.confidence[i]) * 1e6) / 1e6
-            ax.set_title(f"class {self.classes[i]}\np={shown:.6f}", fontsize=9)
-        fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, format="png", dpi=100)
-        return out
 
 
 class FoolingImages:

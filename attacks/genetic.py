@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, RunResult
-from robustness.validation import check_bool, check_float, check_int, invalid
+from robustness.core.validation import check_bool, check_float, check_int, invalid
 
 # Adaptive scaling (GenAttack §4): on every plateau rho and alpha shrink by this
 # factor, down to the paper's floors (or to the starting value if that is lower).

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from attacks.base import Attack, RunResult
-from robustness.validation import check_bool, check_choice, check_float, check_int, invalid
+from robustness.core.validation import check_bool, check_choice, check_float, check_int, invalid
 
 LOSSES = ("ce", "margin")
 

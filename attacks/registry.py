@@ -1,22 +1,29 @@
-"""Attacks by name, for configs and the CLI.
+"""Attacks by name, for configs and the CLI, and the attack-spec language.
 
 ``make_attack("pgd", eps=0.3, steps=40)``, ``make_attack("pgd-l2", eps=2.0)``,
 ``make_attack("torchattacks:CW", c=1.0)``, ``make_attack("foolbox:LinfDeepFoolAttack")``.
 Keyword arguments are checked against the attack's signature before it is built,
 so a typo is reported by name with close matches instead of as a ``TypeError``.
+
+An attack *spec* names an attack and its arguments in one string, as configs and
+``--attacks`` take them: ``"pgd(steps=40, restarts=5)"``, ``"torchattacks:CW(c=1)"``;
+a list is comma-separated: ``"fgsm,pgd(steps=20),genetic"``. Arguments are Python
+keyword arguments whose values are literals (bare words are strings: ``loss=ce``).
 """
 
 from __future__ import annotations
 
-import difflib
+import ast
 import json
+import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from attacks.adapters import FoolboxAttack, TorchattacksAttack, check_kwargs
 from attacks.base import Attack
 from attacks.gradient import FGSM, PGD
-from robustness.validation import invalid
+from robustness.core.validation import did_you_mean, invalid
 
 AttackFactory = Callable[..., Attack]
 
@@ -98,10 +105,7 @@ def make_attack(spec: str, **kwargs: Any) -> Attack:
         if spec in ATTACKS:
             return ATTACKS[spec](**kwargs)
         word, candidates = (prefix, LIBRARIES) if sep else (spec, ATTACKS)
-        by_lower = {c.lower(): c for c in candidates}
-        close = difflib.get_close_matches(word.lower(), list(by_lower), n=3, cutoff=0.6)
-        if close:
-            hint = f" (did you mean {', '.join(repr(by_lower[c]) for c in close)}?)"
+        hint = did_you_mean(word, candidates)
     patterns = [*ATTACKS, *(f"{prefix}:NAME" for prefix in LIBRARIES)]
     raise invalid("make_attack", "spec", f"one of {', '.join(map(repr, patterns))}{hint}", spec)
 
@@ -178,3 +182,139 @@ def _parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+# -- the attack-spec language ------------------------------------------------------------
+
+_SPEC_NAME = re.compile(r"\s*([A-Za-z_][\w.-]*(?::[A-Za-z_]\w*)?)\s*")
+_BARE_WORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack as configs name it: a registry name and keyword arguments.
+
+    ``label`` is how reports and gates refer to it: the spec as written, normalised
+    (``"pgd(steps=20)"``), or the bare name when there are no arguments.
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if not self.kwargs:
+            return self.name
+        args = ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                        for k, v in self.kwargs.items())
+        return f"{self.name}({args})"
+
+    def build(self, eps: float | None = None, *, seed: int = 0) -> Attack:
+        """The attack, at budget ``eps`` when given (spec arguments override ``seed``)."""
+        kwargs = {"seed": seed, **self.kwargs}
+        if eps is not None:
+            kwargs["eps"] = eps
+        return make_attack(self.name, **kwargs)
+
+    def bounded(self, *, seed: int = 0) -> bool:
+        """Does the attack take a budget? Decided by building it without one.
+
+        Attacks with a default budget (ours, torchattacks' PGD) report it in ``eps``;
+        foolbox's fixed-epsilon attacks refuse to be built without one; minimum-norm
+        attacks (CW, DeepFool) build fine and report ``eps=None``.
+        """
+        from robustness.core.validation import ParameterError
+
+        try:
+            probe = self.build(seed=seed)
+        except ParameterError:
+            return True  # a real error in the spec resurfaces when it is built with eps
+        return probe.eps is not None
+
+
+def _literal(node: ast.expr, text: str, where: tuple[str, str]) -> Any:
+    """The value of one keyword argument: a Python literal, or a bare word as a string."""
+    if isinstance(node, ast.Name):
+        return _BARE_WORDS.get(node.id, node.id)
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise invalid(*where, "keyword arguments whose values are "
+                      "literals (numbers, strings, True/False/None, lists)",
+                      ast.get_source_segment(text, node) or text) from None
+
+
+def _call_kwargs(args: str, spec: str, where: tuple[str, str]) -> dict[str, Any] | None:
+    """Keyword arguments of ``f(<args>)`` parsed by Python's own parser; None if not valid."""
+    source = f"f({args})"
+    try:
+        call = ast.parse(source, mode="eval").body
+    except SyntaxError:
+        return None
+    assert isinstance(call, ast.Call)
+    if call.args or any(k.arg is None for k in call.keywords):
+        raise invalid(*where, "keyword arguments only, such as "
+                      "'pgd(steps=20)'", spec)
+    return {str(k.arg): _literal(k.value, source, where) for k in call.keywords}
+
+
+def _scan(text: str, pos: int, where: tuple[str, str]) -> tuple[AttackSpec, int]:
+    """Read one spec starting at ``pos``; return it and the position after it.
+
+    ``where`` is the (owner, parameter) that errors name.
+    """
+    m = _SPEC_NAME.match(text, pos)
+    if not m:
+        raise invalid(*where, "an attack name such as 'pgd' or "
+                      "'torchattacks:CW', optionally with arguments 'pgd(steps=20)'", text)
+    name, pos = m.group(1), m.end()
+    if pos == len(text) or text[pos] != "(":
+        return AttackSpec(name), pos
+    # The arguments end at the first ')' that closes a valid Python call, so commas
+    # and parentheses inside string literals are handled by Python's parser.
+    for close in (i for i, ch in enumerate(text) if ch == ")" and i > pos):
+        kwargs = _call_kwargs(text[pos + 1:close], text, where)
+        if kwargs is not None:
+            return AttackSpec(name, kwargs), close + 1
+    raise invalid(*where, "balanced parentheses around keyword "
+                  "arguments, such as 'pgd(steps=20)'", text)
+
+
+def parse_attack_spec(spec: str | tuple[str, dict[str, Any]] | AttackSpec) -> AttackSpec:
+    """One spec: ``"pgd(steps=20)"``, ``("pgd", {"steps": 20})`` or an :class:`AttackSpec`."""
+    if isinstance(spec, AttackSpec):
+        return spec
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) \
+            and isinstance(spec[1], dict):
+        return AttackSpec(spec[0], dict(spec[1]))
+    if not isinstance(spec, str) or not spec.strip():
+        raise invalid("parse_attack_spec", "spec", "an attack spec such as 'pgd' or "
+                      "'pgd(steps=20)', or a (name, kwargs) pair", spec)
+    parsed, end = _scan(spec, 0, ("parse_attack_spec", "spec"))
+    if spec[end:].strip():
+        raise invalid("parse_attack_spec", "spec", "one attack spec such as 'pgd(steps=20)' "
+                      "(separate several with commas in a list)", spec)
+    return parsed
+
+
+def parse_attack_list(text: str) -> list[AttackSpec]:
+    """``"fgsm, pgd(steps=20,step_size=0.01), genetic"`` -> three :class:`AttackSpec`."""
+    if not isinstance(text, str) or not text.strip():
+        raise invalid("parse_attack_list", "attacks", "a comma-separated list of attack "
+                      "specs such as 'fgsm,pgd(steps=20),genetic'", text)
+    specs, pos = [], 0
+    while True:
+        spec, pos = _scan(text, pos, ("parse_attack_list", "attacks"))
+        specs.append(spec)
+        rest = text[pos:].lstrip()
+        if not rest:
+            return specs
+        if rest[0] != ",":
+            raise invalid("parse_attack_list", "attacks", "a comma-separated list of attack "
+                          "specs such as 'fgsm,pgd(steps=20),genetic'", text)
+        pos = len(text) - len(rest) + 1
+
+
+def parse_attack_specs(text: str) -> list[str]:
+    """The labels of :func:`parse_attack_list` (the form ``--attacks`` and configs pass on)."""
+    return [s.label for s in parse_attack_list(text)]

@@ -33,25 +33,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_attacks import interleaved_medians
+from bench_attacks import floor_step, interleaved_medians
 from torch import nn
 from torch.func import functional_call, stack_module_state
 from torch.nn import functional as F
 
 from ensembles import Ensemble, train_members
 from ensembles.members import default_precision
+from robustness.core.modes import predict
 from robustness.data import load_dataset
 from robustness.models import build_model
-from robustness.train import predict, train
+from robustness.train import train
 
 TARGET = 0.6
-
-
-def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One forward + backward w.r.t. the input: (B, C, H, W) -> (B, C, H, W)."""
-    xa = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
-    return grad
 
 
 def vmap_step(members: list[nn.Module], channels_last: bool) -> Any:
@@ -116,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     times = interleaved_medians({
         "single_predict": lambda: [predict(m, x) for m in singles],
         "ensemble_predict": lambda: ensemble.member_predictions(x),
-        "single_grad": lambda: [input_grad(m, xb, yb) for m in singles],
-        "ensemble_grad": lambda: input_grad(ensemble.with_aggregation("logit_mean"), xb, yb),
+        "single_grad": lambda: [floor_step(m, xb, yb) for m in singles],
+        "ensemble_grad": lambda: floor_step(ensemble.with_aggregation("logit_mean"), xb, yb),
     }, repeats=args.repeats)
     predict_ratio = times["ensemble_predict"] / times["single_predict"]
     grad_ratio = times["ensemble_grad"] / times["single_grad"]
@@ -129,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     loop_cf, loop_cl = Ensemble(contiguous, "logit_mean"), Ensemble(channels_last, "logit_mean",
                                                                     channels_last=True)
     layouts = interleaved_medians({
-        "loop, contiguous": lambda: input_grad(loop_cf, xb, yb),
-        "loop, channels_last": lambda: input_grad(loop_cl, xb, yb),
+        "loop, contiguous": lambda: floor_step(loop_cf, xb, yb),
+        "loop, channels_last": lambda: floor_step(loop_cl, xb, yb),
         "vmap, contiguous": lambda: vmap_step(contiguous, False)(xb, yb),
         "vmap, channels_last": lambda: vmap_step(channels_last, True)(xb, yb),
     }, repeats=args.repeats)

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from attacks.base import Attack, eval_mode
+from attacks.base import Attack
 from ensembles.ensemble import Ensemble
-from robustness.validation import check_images, check_labels, invalid
+from robustness.core.modes import eval_mode
+from robustness.core.validation import check_images, check_labels, invalid
 
 STRATEGIES = ("end_to_end", "logit_mean", "members")
 

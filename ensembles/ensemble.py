@@ -42,7 +42,14 @@ import torch
 from torch import nn
 
 from ensembles.sampling import SamplingPlan
-from robustness.validation import ParameterError, check_choice, check_images, check_labels, invalid
+from robustness.core.modes import eval_mode
+from robustness.core.validation import (
+    ParameterError,
+    check_choice,
+    check_images,
+    check_labels,
+    invalid,
+)
 
 AGGREGATIONS = ("mean", "max", "vote", "logit_mean")
 
@@ -187,13 +194,9 @@ class Ensemble(nn.Module):
     def member_predictions(self, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
         """Top-1 class of every member on (B, C, H, W) -> (N, B) int64, in eval mode."""
         check_images("Ensemble.member_predictions", x)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             parts = [self.member_logits(x[i:i + batch_size]).argmax(-1)
                      for i in range(0, x.shape[0], batch_size)]
-        finally:
-            self.train(was_training)
         return torch.cat(parts, dim=1)
 
     def member_accuracy(self, x: torch.Tensor, y: torch.Tensor, *,

@@ -30,12 +30,10 @@ so one training run per sampling plan serves every N. Everything resumes from
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +46,16 @@ from attacks.gradient import FGSM, PGD
 from ensembles.ensemble import Ensemble, aggregate
 from ensembles.members import default_precision, train_members
 from ensembles.sampling import PLANS
-from reports.tables import markdown_table
-from robustness.checkpoint import CheckpointMeta, library_versions, load_checkpoint, save_checkpoint
+from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from robustness.core.io import write_json, write_tensors, write_text
+from robustness.core.modes import predict
+from robustness.core.provenance import library_versions
+from robustness.core.stats import sign_test
+from robustness.core.text import markdown_table
+from robustness.core.validation import check_float, check_int, invalid
 from robustness.data import Dataset, load_dataset
 from robustness.models import build_model
-from robustness.rundir import write_json, write_tensors, write_text
 from robustness.train import attack_hook, train
-from robustness.validation import check_float, check_int, invalid
 
 AGGS = ("mean", "max", "vote")
 
@@ -129,27 +130,28 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
-
-
-@torch.no_grad()
 def _member_logits(members: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """(N, B, K) logits of each member (members run in channels_last)."""
     xc = x.contiguous(memory_format=torch.channels_last)
-    return torch.stack([_logits(m, xc) for m in members])
+    return torch.stack([predict(m, xc, batch_size=500) for m in members])
 
 
 def _attack(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-            batch: int = 250) -> tuple[torch.Tensor, list[int]]:
-    """Adversarials (B, C, H, W) and per-sample query counts, attacked in batches."""
-    xs, queries = [], []
+            batch: int = 250) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Adversarials (B, C, H, W), the model's predictions on them (B,) (already verified
+    by the attack template, so no second forward pass) and per-sample query counts."""
+    xs, preds, queries = [], [], []
     for i in range(0, x.shape[0], batch):
         out = attack(model, x[i:i + batch], y[i:i + batch])
         xs.append(out.x_adv)
+        preds.append(out.predictions)
         queries += [int(q) for q in out.queries]
-    return torch.cat(xs), queries
+    return torch.cat(xs), torch.cat(preds), queries
+
+
+def _robust(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of ``model`` on its own adversarials under ``attack``."""
+    return float((_attack(attack, model, x, y)[1] == y).float().mean())
 
 
 def _single_model(name: str, out: Path, data: Dataset, cfg: ExperimentConfig,
@@ -196,15 +198,17 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
     t = time.perf_counter()
     baseline = _single_model("baseline", out, data, cfg, None, echo)
     fgsm = FGSM(eps=cfg.eps)
-    x_transfer, _ = _attack(fgsm, baseline, x, y)
+    x_transfer, transfer_pred, _ = _attack(fgsm, baseline, x, y)
+    base_clean = predict(baseline, x, batch_size=500)[None]  # (1, B, K), reused below
+    base_transfer = predict(baseline, x_transfer, batch_size=500)[None]
     write_tensors(out / "baseline_adversarials.safetensors", {"x_adv": x_transfer, "y": y})
     xa, ya = x[:cfg.n_adaptive], y[:cfg.n_adaptive]
     pgd = PGD(eps=cfg.eps, steps=cfg.pgd_steps, seed=cfg.seed)
     single: dict[str, Any] = {
         "baseline": {
-            "clean": _accuracy(_logits(baseline, x), y),
-            "fgsm_own": _accuracy(_logits(baseline, x_transfer), y),
-            "pgd_own": _accuracy(_logits(baseline, _attack(pgd, baseline, xa, ya)[0]), ya),
+            "clean": _accuracy(base_clean[0], y),
+            "fgsm_own": float((transfer_pred == y).float().mean()),
+            "pgd_own": _robust(pgd, baseline, xa, ya),
         }}
     timings["baseline"] = time.perf_counter() - t
 
@@ -213,10 +217,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
     adv = _single_model("adversarially_trained", out, data, cfg,
                         attack_hook(FGSM(eps=cfg.train_eps)), echo)
     single["adversarially_trained"] = {
-        "clean": _accuracy(_logits(adv, x), y),
-        "on_baseline_adversarials": _accuracy(_logits(adv, x_transfer), y),
-        "fgsm_own": _accuracy(_logits(adv, _attack(fgsm, adv, x, y)[0]), y),
-        "pgd_own": _accuracy(_logits(adv, _attack(pgd, adv, xa, ya)[0]), ya),
+        "clean": _accuracy(predict(adv, x, batch_size=500), y),
+        "on_baseline_adversarials": _accuracy(predict(adv, x_transfer, batch_size=500), y),
+        "fgsm_own": _robust(fgsm, adv, x, y),
+        "pgd_own": _robust(pgd, adv, xa, ya),
     }
     timings["adversarially_trained"] = time.perf_counter() - t
     echo(f"baseline {single['baseline']}; adversarially trained {single['adversarially_trained']}")
@@ -238,8 +242,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
         members = list(trained.members)
         clean_logits = _member_logits(members, x)
         transfer_logits = _member_logits(members, x_transfer)
-        base_clean = _logits(baseline, x)[None]
-        base_transfer = _logits(baseline, x_transfer)[None]
         member_transfer = [(z.argmax(-1) == y).float().mean().item() for z in transfer_logits]
         member_clean = [(z.argmax(-1) == y).float().mean().item() for z in clean_logits]
         for n_members in cfg.members:
@@ -349,21 +351,12 @@ def _genetic(members: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     out: dict[str, dict[str, Any]] = {}
     for agg in AGGS:
         model = ensemble.with_aggregation(agg)
-        x_adv, queries = _attack(attack, model, x, y)
-        correct = _logits(model, x_adv).argmax(-1) == y
+        _, predictions, queries = _attack(attack, model, x, y)
+        correct = predictions == y
         broken = [q for q, c in zip(queries, correct.tolist(), strict=True) if not c]
         out[agg] = {"accuracy": float(correct.float().mean()), "correct": correct,
                     "median_queries": statistics.median(broken) if broken else None}
     return out
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact sign test p-value for ``wins`` vs ``losses`` discordant pairs."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1))
-    return min(1.0, float(Fraction(2 * tail, 2 ** n)))
 
 
 def verdicts(outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor],

@@ -30,11 +30,8 @@ from tqdm.auto import tqdm
 from ensembles.ensemble import Ensemble
 from ensembles.sampling import SamplingPlan, member_seeds
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from robustness.data import Dataset
-from robustness.models import build_model
-from robustness.rundir import write_json
-from robustness.train import PRECISIONS, train
-from robustness.validation import (
+from robustness.core.io import write_json
+from robustness.core.validation import (
     ParameterError,
     check_choice,
     check_float,
@@ -43,6 +40,9 @@ from robustness.validation import (
     check_labels,
     invalid,
 )
+from robustness.data import Dataset
+from robustness.models import build_model
+from robustness.train import PRECISIONS, train
 
 MANIFEST = "ensemble.json"
 MEMBER_DIR = "members"

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from robustness.validation import check_choice, check_float, check_int, invalid
+from robustness.core.validation import check_choice, check_float, check_int, invalid
 
 PLANS = ("bootstrap", "subsample", "uniform")
 DEFAULT_FRACTION = {"bootstrap": 1.0, "subsample": 0.8, "uniform": 1.0}

@@ -18,7 +18,7 @@ __all__ = ["RobustnessReport", "evaluate"]
 
 if TYPE_CHECKING:
     from robustness.evaluation import evaluate
-    from robustness.report import RobustnessReport
+    from robustness.evaluation.report import RobustnessReport
 
 
 def __getattr__(name: str) -> Any:
@@ -27,7 +27,7 @@ def __getattr__(name: str) -> Any:
 
         return evaluate
     if name == "RobustnessReport":
-        from robustness.report import RobustnessReport
+        from robustness.evaluation.report import RobustnessReport
 
         return RobustnessReport
     raise AttributeError(f"module 'robustness' has no attribute {name!r}")

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from robustness.core.io import atomic_write
+from robustness.core.provenance import library_versions
+from robustness.core.validation import invalid
 from robustness.models import MODELS, build_model
-from robustness.validation import invalid
 
 FORMAT = "robustness-checkpoint"
 FORMAT_VERSION = 1
@@ -80,19 +80,6 @@ class CheckpointMeta:
         )
 
 
-def library_versions() -> dict[str, str]:
-    """Versions that matter for reproducing a result."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for dist in ("robustness-harness", "numpy", "torchattacks", "foolbox"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
 def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
     h = hashlib.sha256(meta_json.encode())
     for name in sorted(tensors):
@@ -142,15 +129,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: Checkp
         "meta": meta_json,
         "sha256": _digest(tensors, meta_json),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=target.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from robustness.argtypes import non_negative_int, positive_int
+from robustness.core.argtypes import non_negative_int, positive_int
 from robustness.experiment_cli import add_experiment_parser, cmd_experiment
 from robustness.gate_cli import add_gate_parser, cmd_gate
 
@@ -203,11 +203,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``robustness train``."""
     import time
 
-    from robustness.checkpoint import CheckpointMeta, library_versions, save_checkpoint
+    from robustness.checkpoint import CheckpointMeta, save_checkpoint
+    from robustness.core.io import write_json
+    from robustness.core.provenance import library_versions
+    from robustness.core.validation import check_float
     from robustness.models import build_model
-    from robustness.rundir import write_json
     from robustness.train import Adversary, accuracy, attack_hook, train
-    from robustness.validation import check_float
 
     data = _load(args)
     adversary: Adversary | None = None
@@ -254,12 +255,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from attacks.registry import make_attack, parse_attack_kwargs
     from reports.figures import image_grid
     from robustness.checkpoint import load_checkpoint
-    from robustness.rundir import write_json, write_tensors
+    from robustness.core.io import write_json, write_tensors
 
     model, meta = load_checkpoint(args.model)
     data = _load(args)
     if data.input_shape != tuple(meta.input_shape):
-        from robustness.validation import invalid
+        from robustness.core.validation import invalid
 
         raise invalid("robustness attack", "--data", f"images of shape {meta.input_shape} "
                       f"(the checkpoint's input shape)", f"{data.name} with images of shape "
@@ -297,9 +298,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``robustness evaluate``."""
+    from attacks.registry import parse_attack_specs
+    from reports.markdown import write_report
     from robustness.checkpoint import load_checkpoint
-    from robustness.evaluation import evaluate, parse_attack_specs
-    from robustness.validation import invalid
+    from robustness.core.validation import invalid
+    from robustness.evaluation import evaluate
 
     model, meta = load_checkpoint(args.model)
     source = None
@@ -319,7 +322,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(model, data, parse_attack_specs(args.attacks), args.eps, n=args.n,
                       seed=args.seed, checks=not args.no_checks, source_model=source,
                       model_info={"checkpoint": str(args.model), **meta.to_dict()}, echo=print)
-    path = report.save(args.out)
+    path = write_report(report, args.out)
     print()
     print(f"Clean accuracy {report.clean_accuracy:.3f} on {report.n_samples} samples.")
     print(report.table())
@@ -336,8 +339,9 @@ def cmd_fool(args: argparse.Namespace) -> int:
     import torch
 
     from attacks.fooling import FoolingImages
+    from reports.figures import fooling_grid
     from robustness.checkpoint import load_checkpoint
-    from robustness.rundir import write_json, write_tensors
+    from robustness.core.io import write_json, write_tensors
 
     model, meta = load_checkpoint(args.model)
     search = FoolingImages(classes=args.classes, population=args.population,
@@ -352,7 +356,7 @@ def cmd_fool(args: argparse.Namespace) -> int:
                   {"images": result.images, "confidence": result.confidence,
                    "classes": torch.tensor(result.classes, dtype=torch.int64)})
     write_json(args.out / "fooling.json", summary)
-    result.save_grid(args.out / "fooling.png")
+    fooling_grid(result, args.out / "fooling.png")
     for i, c in enumerate(result.classes):
         label = names[c] if names and c < len(names) else str(c)
         when = (f"reached at generation {int(result.generations[i])}" if result.reached[i]
@@ -384,8 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from robustness.checkpoint import CheckpointError
+    from robustness.core.validation import ParameterError
     from robustness.data import DatasetNotFoundError
-    from robustness.validation import ParameterError
 
     try:
         return COMMANDS[args.command](args)

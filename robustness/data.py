@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .validation import (
+from robustness.core.validation import (
     ParameterError,
     check_float,
     check_images,

@@ -16,13 +16,14 @@ import torch
 from attacks.base import Attack
 from attacks.gradient import FGSM, PGD
 from reports.figures import image_grid
-from reports.tables import markdown_table
-from robustness.checkpoint import CheckpointMeta, library_versions, save_checkpoint
+from robustness.checkpoint import CheckpointMeta, save_checkpoint
+from robustness.core.io import write_json, write_text
+from robustness.core.provenance import library_versions
+from robustness.core.text import markdown_table
+from robustness.core.validation import check_float, check_int, invalid
 from robustness.data import load_dataset
 from robustness.models import build_model
-from robustness.rundir import write_json, write_text
 from robustness.train import accuracy, train
-from robustness.validation import check_float, check_int, invalid
 
 PGD_STEPS = 20
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from robustness.argtypes import non_negative_int, positive_int
+from robustness.core.argtypes import non_negative_int, positive_fraction, positive_int
 
 # Options the --quick preset sets unless given explicitly (see ExperimentConfig.quick).
 _TUNABLE = ("members", "n", "n_adaptive", "n_genetic", "pgd_steps", "generations",
@@ -43,16 +43,6 @@ def _samplings(text: str) -> list[str]:
     return values
 
 
-def _eps(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {value}")
-    return value
-
-
 def add_experiment_parser(sub: Any, data_help: str) -> argparse.ArgumentParser:
     """Register ``robustness experiment ensembles`` on the sub-parsers."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -73,10 +63,10 @@ def add_experiment_parser(sub: Any, data_help: str) -> argparse.ArgumentParser:
                    help="ensemble sizes, nested (default: 5,25,50; --quick: 2,5)")
     e.add_argument("--samplings", type=_samplings, default=None,
                    help="sampling plans (default: uniform,bootstrap,subsample)")
-    e.add_argument("--eps", type=_eps, default=0.2,
+    e.add_argument("--eps", type=positive_fraction, default=0.2,
                    help="L-inf budget of FGSM, PGD and the genetic attack; 0.2 is the budget "
                         "of the original's saved adversarials (default: %(default)s)")
-    e.add_argument("--train-eps", type=_eps, default=0.3,
+    e.add_argument("--train-eps", type=positive_fraction, default=0.3,
                    help="FGSM budget during adversarial training, as in the original "
                         "(default: %(default)s)")
     e.add_argument("--genetic-members", type=_sizes, default=None,

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from robustness.argtypes import non_negative_int, positive_int
+from robustness.core.argtypes import fraction, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
@@ -58,17 +58,6 @@ RULE_NAMES = ("upper", "point")  # = robustness.gates.RULES
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 DEFAULTS_KEYS = ("budget", "n", "seed", "rule", "max_drop", "baseline")
 TOP_KEYS = ("defaults", "gate")
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; got {value}")
-    return value
 
 
 def add_gate_parser(sub: Any) -> argparse.ArgumentParser:
@@ -130,8 +119,8 @@ def load_gate_file(path: Path, args: argparse.Namespace) -> GateFile:
     """
     import tomllib
 
+    from robustness.core.validation import ParameterError, check_float, check_int, invalid
     from robustness.gates import GateConfigError, GateDefaults, gate_from_mapping, unknown_key
-    from robustness.validation import ParameterError, check_float, check_int, invalid
 
     if not path.is_file():
         raise GateConfigError(f"No gate file at {path}: the file does not exist.")
@@ -301,8 +290,8 @@ def _report(results: list[GateResult], baseline: Baseline | None, args: argparse
 def _write_outputs(args: argparse.Namespace, results: list[GateResult],
                    baseline: Baseline | None, updated: bool, config_error: str | None = None
                    ) -> None:
+    from robustness.core.io import write_json, write_text
     from robustness.gates import results_document
-    from robustness.rundir import write_json, write_text
 
     if args.json is not None:
         doc = results_document(results, baseline=baseline, baseline_updated=updated,

@@ -1,4 +1,4 @@
-"""Robustness gates: thresholds on a :class:`~robustness.report.RobustnessReport` for CI.
+"""Robustness gates: thresholds on a :class:`~robustness.evaluation.report.RobustnessReport` for CI.
 
 Shared by the pytest plugin (:mod:`robustness.pytest_plugin`) and ``robustness gate``
 (:mod:`robustness.gate_cli`).
@@ -34,7 +34,6 @@ Every verdict names the rule it used.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -45,8 +44,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from robustness.stats import wilson_interval
-from robustness.validation import ParameterError, check_choice, check_float, check_int, invalid
+from robustness.core.stats import wilson_interval
+from robustness.core.validation import (
+    ParameterError,
+    check_choice,
+    check_float,
+    check_int,
+    did_you_mean,
+    invalid,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +60,7 @@ if TYPE_CHECKING:
 
     from robustness.checkpoint import CheckpointMeta
     from robustness.data import Dataset
-    from robustness.report import AttackResult, RobustnessReport
+    from robustness.evaluation.report import AttackResult, RobustnessReport
 
 RULES: dict[str, str] = {
     "upper": "fail only when even the upper bound of the 95% Wilson CI is below the threshold",
@@ -241,7 +247,7 @@ class Threshold:
         The largest allowed drop from ``baseline``, in [0, 1].
     baseline
         What ``max_drop`` compares with: a robust accuracy, or a stored
-        :class:`~robustness.report.RobustnessReport` (its matching figure is used).
+        :class:`~robustness.evaluation.report.RobustnessReport` (its matching figure is used).
     rule
         ``"upper"`` (default; fail only when even the 95% CI upper bound is below) or
         ``"point"`` (fail when the point estimate is below). See the module docstring.
@@ -271,7 +277,7 @@ class Threshold:
         if self.max_drop is not None:
             check_float(owner, "max_drop", self.max_drop, low=0.0, high=1.0)
         if self.baseline is not None and not isinstance(self.baseline, float | int):
-            from robustness.report import RobustnessReport
+            from robustness.evaluation.report import RobustnessReport
 
             if not isinstance(self.baseline, RobustnessReport):
                 raise invalid(owner, "baseline", "a robust accuracy or a RobustnessReport",
@@ -330,7 +336,7 @@ class Threshold:
     def __le__(self, other: object) -> Verdict:
         # ``report >= threshold``: RobustnessReport defines no ordering, so Python falls
         # back to this reflected method.
-        from robustness.report import RobustnessReport
+        from robustness.evaluation.report import RobustnessReport
 
         if not isinstance(other, RobustnessReport):
             return NotImplemented
@@ -791,13 +797,10 @@ def _check_trained(gate: Gate, model: nn.Module, x: torch.Tensor, y: torch.Tenso
     Its robust accuracy would be near zero for reasons that have nothing to do with
     robustness; the gate would report a misleading "robustness failure".
     """
-    import torch
-
-    from attacks.base import eval_mode
+    from robustness.core.modes import predict
 
     try:
-        with eval_mode(model), torch.no_grad():
-            logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+        logits = predict(model, x)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise gate._error(f"the model cannot process the data's images of shape {shape}: "
@@ -810,7 +813,7 @@ def _check_trained(gate: Gate, model: nn.Module, x: torch.Tensor, y: torch.Tenso
                           f"{logits.shape[1]} outputs.")
     n = len(y)
     correct = int((logits.argmax(1) == y).sum())
-    majority = int(torch.bincount(y).max()) / n
+    majority = int(y.bincount().max()) / n
     low, _ = wilson_interval(correct, n)
     if low <= majority:
         raise gate._error(
@@ -919,10 +922,7 @@ def error_result(gate: Gate, error: Exception) -> GateResult:
 def unknown_key(owner: str, key: str, known: Iterable[str]) -> GateConfigError:
     """The error for a key ``owner`` does not know, suggesting the closest known one."""
     known = list(known)
-    # difflib misses truncations such as 'robust' for 'robust_accuracy'.
-    close = difflib.get_close_matches(key, known, n=1) or \
-        [k for k in known if k.startswith(key) or key.startswith(k)][:1]
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(key, known, n=1)
     return GateConfigError(f"{owner} got an unknown key '{key}'{hint}. Known keys: "
                            f"{', '.join(known)}.")
 
@@ -970,7 +970,7 @@ def _threshold(owner: str, values: Mapping[str, Any], defaults: GateDefaults,
 
 
 def _attack_list(owner: str, value: Any) -> tuple[str, ...]:
-    from robustness.evaluation import parse_attack_specs
+    from attacks.registry import parse_attack_specs
 
     if isinstance(value, str):
         specs = parse_attack_specs(value)
@@ -990,12 +990,12 @@ def check_attack_specs(owner: str, specs: Sequence[str], eps: float) -> None:
 
     Uses the same parsing and construction as :func:`robustness.evaluate`.
     """
-    from robustness.evaluation import _build, _is_bounded, _parse_spec
+    from attacks.registry import parse_attack_spec
 
     for spec in specs:
         try:
-            parsed = _parse_spec(spec)
-            _build(parsed, eps if _is_bounded(parsed, 0) else None, 0)
+            parsed = parse_attack_spec(spec)
+            parsed.build(eps if parsed.bounded() else None)
         except ParameterError as e:
             raise GateConfigError(f"{owner}: attack {spec!r} is invalid: {e}") from None
 
@@ -1162,7 +1162,7 @@ class Baseline:
 
     def save(self) -> Path:
         """Write the file atomically (other gates' entries are kept)."""
-        from robustness.rundir import write_json
+        from robustness.core.io import write_json
 
         self.exists = True
         return write_json(self.path, {"format": BASELINE_FORMAT, "version": BASELINE_VERSION,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from robustness.validation import ParameterError, check_int, invalid
+from robustness.core.validation import ParameterError, check_int, invalid
 
 InputShape = tuple[int, int, int]
 

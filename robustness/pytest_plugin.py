@@ -31,11 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from robustness.gate_cli import BUDGET_NAMES, RULE_NAMES, fraction, non_negative_int, positive_int
+from robustness.core.argtypes import fraction, non_negative_int, positive_int
+from robustness.gate_cli import BUDGET_NAMES, RULE_NAMES
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from robustness.evaluation.report import RobustnessReport
     from robustness.gates import (
         Baseline,
         Gate,
@@ -45,7 +47,6 @@ if TYPE_CHECKING:
         Resources,
         RobustnessRegression,
     )
-    from robustness.report import RobustnessReport
 
 MARKER = "robustness"
 FIXTURE = "robustness_gate"
@@ -318,7 +319,7 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object,
                               right: object) -> list[str] | None:
     """Explain a failed ``report >= Threshold(...)``: figures, rule, worst attack, table."""
     gates = sys.modules.get("robustness.gates")
-    report_mod = sys.modules.get("robustness.report")
+    report_mod = sys.modules.get("robustness.evaluation.report")
     if gates is None or report_mod is None:
         return None  # no Threshold can exist yet
     if op == ">=" and isinstance(right, gates.Threshold):
@@ -350,7 +351,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             gs.baseline.record(result)
         gs.baseline.save()
     if gs.json_path is not None:
-        from robustness.rundir import write_json
+        from robustness.core.io import write_json
 
         doc = results_document(gs.results, baseline=gs.baseline,
                                baseline_updated=gs.update_baseline, source="pytest")

@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from robustness.validation import (
+from robustness.core.modes import eval_mode, predict
+from robustness.core.validation import (
     check_choice,
     check_float,
     check_images,
@@ -125,8 +126,7 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     history = TrainHistory()
     n = x.shape[0]
-    was_training = model.training
-    with torch.random.fork_rng(devices=[]):
+    with eval_mode(model, switch=False), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         shuffle = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
@@ -161,22 +161,7 @@ def train(
             history.loss.append(total_loss / n)
             history.train_accuracy.append(correct / n)
             history.seconds.append(time.perf_counter() - start)
-    model.train(was_training)
     return history
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode, batched; restores the model's mode.
-
-    Shapes: (N, C, H, W) -> (N, K).
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

@@ -15,7 +15,7 @@ from torch import nn
 from attacks.adapters import FoolboxAttack, QueryCounter, TorchattacksAttack
 from attacks.base import AdversarialBatch, perturbation_norm
 from attacks.gradient import FGSM, PGD
-from robustness.validation import ParameterError
+from robustness.core.validation import ParameterError
 
 torchattacks = pytest.importorskip("torchattacks")
 foolbox = pytest.importorskip("foolbox")

@@ -24,7 +24,7 @@ from attacks.base import AdversarialBatch, Attack, RunResult
 from attacks.conformance import check_attack, conformance_checks
 from attacks.gradient import FGSM, PGD
 from attacks.registry import make_attack
-from robustness.validation import ParameterError
+from robustness.core.validation import ParameterError
 
 pytest.importorskip("torchattacks")
 pytest.importorskip("foolbox")

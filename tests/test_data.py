@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from robustness import data
+from robustness.core.validation import ParameterError
 from robustness.data import (
     DATASET_NAMES,
     FASHION_MNIST_DIR,
@@ -27,7 +28,6 @@ from robustness.data import (
     load_dataset,
     read_idx,
 )
-from robustness.validation import ParameterError
 
 HAVE_FASHION = all(
     (FASHION_MNIST_DIR / base).is_file() or (FASHION_MNIST_DIR / f"{base}.gz").is_file()

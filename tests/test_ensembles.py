@@ -23,9 +23,9 @@ from ensembles import (
     member_seeds,
     train_members,
 )
+from robustness.core.validation import ParameterError
 from robustness.data import Dataset, load_dataset
 from robustness.models import build_model
-from robustness.validation import ParameterError
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,17 @@ from hypothesis import strategies as st
 from torch import nn
 
 import robustness
+from attacks.registry import parse_attack_specs
+from reports.markdown import report_markdown, write_report
+from robustness.core.validation import ParameterError
 from robustness.data import Dataset
-from robustness.evaluation import evaluate, parse_attack_specs, worst_case
-from robustness.report import REPORT_SCHEMA, ReportSchemaError, RobustnessReport, validate_report
-from robustness.validation import ParameterError
+from robustness.evaluation import evaluate, worst_case
+from robustness.evaluation.report import (
+    REPORT_SCHEMA,
+    ReportSchemaError,
+    RobustnessReport,
+    validate_report,
+)
 
 N = 120  # test images per evaluation: enough for the checks, fast on 2 cores
 
@@ -82,7 +89,7 @@ def undefended_report(trained_convnet: nn.Module, mnist: Dataset) -> RobustnessR
 
 def test_undefended_convnet_is_not_flagged(undefended_report: RobustnessReport) -> None:
     report = undefended_report
-    assert report.problems("warning") == [], report.to_markdown()
+    assert report.problems("warning") == [], report_markdown(report)
     assert report.clean_accuracy > 0.9
     # PGD-20 at 0.3 breaks an undefended MNIST ConvNet almost completely.
     assert report.result("pgd(steps=20)", 0.3).robust_accuracy <= 0.05
@@ -143,7 +150,8 @@ def test_worst_case_property(data: st.DataObject) -> None:
 
 def test_report_json_validates_and_round_trips(undefended_report: RobustnessReport,
                                                tmp_path: Path) -> None:
-    path = undefended_report.save(tmp_path)
+    path = write_report(undefended_report, tmp_path)
+    assert (tmp_path / "report.md").read_text().startswith("# Robustness report")
     data = json.loads(path.read_text())
     validate_report(data)
     for key in ("clean_accuracy", "n_samples", "results", "worst_case", "findings",

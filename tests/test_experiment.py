@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensembles.experiment import _published, sign_test, verdicts
+from ensembles.experiment import _published, verdicts
 from robustness.cli import main
+from robustness.core.stats import sign_test
 
 
 def test_sign_test_matches_the_binomial_distribution() -> None:

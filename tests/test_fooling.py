@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from attacks.fooling import FoolingImages, FoolingResult
-from robustness.validation import ParameterError
+from reports.figures import fooling_grid
+from robustness.core.validation import ParameterError
 
 SHAPE = (1, 28, 28)
 TARGET = 0.9999
@@ -83,8 +84,8 @@ def test_summary_is_json_with_numbers(direct: FoolingResult) -> None:
     assert summary["min_confidence"] == min(summary["confidence"])
 
 
-def test_save_grid_writes_png(direct: FoolingResult, tmp_path: Path) -> None:
-    out = direct.save_grid(tmp_path / "fooling.png")
+def test_fooling_grid_writes_png(direct: FoolingResult, tmp_path: Path) -> None:
+    out = fooling_grid(direct, tmp_path / "fooling.png")
     assert out == tmp_path / "fooling.png"
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
@@ -175,6 +176,7 @@ def test_model_must_be_a_module() -> None:
         FoolingImages().generate(lambda x: x, SHAPE)  # type: ignore[arg-type]
 
 
-def test_save_grid_validates_columns(direct: FoolingResult, tmp_path: Path) -> None:
+def test_fooling_grid_validates_columns(direct: FoolingResult, tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="'columns'"):
-        direct.save_grid(tmp_path / "grid.png", columns=0)
+        fooling_grid(direct, tmp_path / "grid.png", columns=0)
+    assert not (tmp_path / "grid.png").exists()

@@ -16,7 +16,10 @@ from torch import nn
 from robustness import gate_cli, pytest_plugin
 from robustness.checkpoint import CheckpointMeta, save_checkpoint
 from robustness.cli import main
+from robustness.core.stats import wilson_interval
+from robustness.core.validation import ParameterError
 from robustness.data import Dataset, load_dataset
+from robustness.evaluation.report import AttackResult, RobustnessReport, WorstCase
 from robustness.gates import (
     BUDGETS,
     GATE_KEYS,
@@ -32,9 +35,6 @@ from robustness.gates import (
     results_document,
 )
 from robustness.models import build_model
-from robustness.report import AttackResult, RobustnessReport, WorstCase
-from robustness.stats import wilson_interval
-from robustness.validation import ParameterError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ci-gate"
 N = 100  # images per real evaluation here: enough for a trained model's figures, fast

@@ -10,7 +10,7 @@ from torch import nn
 
 from attacks.base import AdversarialBatch, budget_ok
 from attacks.genetic import GeneticAttack, genetic_fitness
-from robustness.validation import ParameterError
+from robustness.core.validation import ParameterError
 
 EPS = 0.3
 

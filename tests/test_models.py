@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from robustness.core.validation import ParameterError
 from robustness.models import MODELS, ModelShapeError, build_model
-from robustness.validation import ParameterError
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -14,7 +14,7 @@ from attacks.adapters import FoolboxAttack, TorchattacksAttack
 from attacks.base import Attack
 from attacks.gradient import FGSM, PGD
 from attacks.registry import ATTACKS, available_attacks, make_attack, parse_attack_kwargs
-from robustness.validation import ParameterError
+from robustness.core.validation import ParameterError
 
 pytest.importorskip("torchattacks")
 pytest.importorskip("foolbox")

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from attacks.gradient import FGSM
+from robustness.core.validation import ParameterError
 from robustness.data import Dataset, load_dataset
 from robustness.models import build_model
 from robustness.train import accuracy, attack_hook, train
-from robustness.validation import ParameterError
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,45 @@ so a user always learns which parameter, what was expected and what was received
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are checked, so this module stays light
+    import torch
 
 
 class ParameterError(ValueError):
     """A user-supplied value does not meet its documented constraint."""
 
 
+def _is_tensor(value: Any) -> bool:
+    """``isinstance(value, torch.Tensor)`` without importing torch (a tensor implies it is)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def did_you_mean(word: str, candidates: Collection[str], *, n: int = 3) -> str:
+    """``" (did you mean 'A', 'B'?)"`` from case-insensitive close matches, or ``""``.
+
+    Prefixes count as close too: difflib misses truncations such as 'robust' for
+    'robust_accuracy'.
+    """
+    by_lower = {c.lower(): c for c in candidates}
+    low = word.lower()
+    close = difflib.get_close_matches(low, list(by_lower), n=n, cutoff=0.6) or \
+        [c for c in by_lower if low and (c.startswith(low) or low.startswith(c))][:1]
+    if not close:
+        return ""
+    return " (did you mean " + ", ".join(repr(by_lower[c]) for c in close) + "?)"
+
+
 def _short(value: Any) -> str:
     """Render a received value compactly (tensors by shape and dtype, not by content)."""
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -105,6 +130,8 @@ def check_images(owner: str, x: Any, name: str = "x") -> torch.Tensor:
 
     Returns the tensor unchanged; never clips or converts user data.
     """
+    import torch
+
     if not isinstance(x, torch.Tensor):
         raise invalid(owner, name, "a torch.Tensor of shape (N, C, H, W)", type(x).__name__,
                       raw=True)
@@ -129,6 +156,8 @@ def check_images(owner: str, x: Any, name: str = "x") -> torch.Tensor:
 def check_labels(owner: str, y: Any, n: int, num_classes: int | None = None,
                  name: str = "y") -> torch.Tensor:
     """Check integer class labels of shape (N,), each in ``[0, num_classes)``."""
+    import torch
+
     if not isinstance(y, torch.Tensor):
         raise invalid(owner, name, "a torch.Tensor of int64 labels with shape (N,)",
                       type(y).__name__, raw=True)

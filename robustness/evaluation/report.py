@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reports.tables import markdown_table
-from robustness.rundir import write_json, write_text
+from robustness.core.io import write_json
+from robustness.core.text import markdown_table
 
 SCHEMA_VERSION = 1
 SEVERITIES = ("info", "warning", "error")
@@ -133,11 +133,11 @@ class RobustnessReport:
         )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``report.json`` and ``report.md`` into ``directory``; return the JSON path."""
-        out = Path(directory)
-        path = write_json(out / "report.json", self.to_dict())
-        write_text(out / "report.md", self.to_markdown())
-        return path
+        """Write ``report.json`` into ``directory``; return its path.
+
+        :func:`reports.markdown.write_report` writes it together with ``report.md``.
+        """
+        return write_json(Path(directory) / "report.json", self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RobustnessReport:
@@ -159,20 +159,6 @@ class RobustnessReport:
                  for w in self.worst_case]
         return markdown_table(["attack", "threat model", "eps", "robust acc", "95% CI",
                                "success", "median pert.", "queries", "seconds"], rows)
-
-    def to_markdown(self) -> str:
-        """The Markdown summary written beside ``report.json``."""
-        model = self.provenance.get("model", {}).get("description", "model")
-        data = self.provenance.get("dataset", {}).get("name", "data")
-        lines = [f"# Robustness report: {model} on {data}", "",
-                 f"Clean accuracy **{self.clean_accuracy:.3f}** on {self.n_samples} samples.", "",
-                 self.table(), ""]
-        if self.findings:
-            lines += ["## Findings", ""]
-            lines += [f"- **{f.severity}** `{f.check}`: {f.message}" for f in self.findings]
-        else:
-            lines += ["No sanity check raised a finding."]
-        return "\n".join(lines) + "\n"
 
 
 _NUM = {"type": "number"}

@@ -1,4 +1,4 @@
-"""Plain-text and Markdown tables for terminal output and reports."""
+"""Aligned Markdown tables: the one table formatter, for terminals and every report."""
 
 from __future__ import annotations
 

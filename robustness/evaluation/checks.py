@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from robustness.report import AttackResult, Finding
+from robustness.evaluation.report import AttackResult, Finding
 
 # A check compares rates over the same samples; below this difference it stays quiet
 # (one or two samples in a few hundred is noise from stochastic attacks, not a flaw).

@@ -1,4 +1,6 @@
-"""Writing results into a run directory: atomically, so nothing half-written is left behind."""
+"""Writing results into a run directory: atomically, so nothing half-written is left behind.
+
+torch and safetensors are imported only by :func:`write_tensors`."""
 
 from __future__ import annotations
 
@@ -7,10 +9,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
@@ -50,5 +52,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
                   metadata: dict[str, str] | None = None) -> Path:
     """Write tensors as a safetensors file (loadable without unpickling)."""
+    from safetensors.torch import save_file
+
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     return atomic_write(Path(path), lambda tmp: save_file(clean, tmp, metadata=metadata))

@@ -1,0 +1,389 @@
+"""model x attacks x eps -> RobustnessReport, with the honest-evaluation checks run by default.
+
+Semantics (as AutoAttack and RobustBench report them):
+
+* Only samples the model classifies correctly are attacked; a misclassified sample is
+  non-robust at every budget.
+* Each attack runs on every correctly classified sample, so each row of the report is
+  that attack's own robust accuracy. The **worst case** at an eps counts a sample as
+  robust only if every attack failed on it; it is never above any single attack.
+* Bounded attacks are built once per eps. Unbounded (minimum-norm) attacks such as
+  ``torchattacks:CW`` run once; a sample counts as broken at eps when the attack
+  succeeded with a perturbation no larger than eps.
+* With ``source_model``, adversarial examples are crafted on the source and judged on
+  the evaluated model: a **transfer** attack.
+
+The engine is three steps, so that a run can be sharded (Ray) or resumed: :func:`plan`
+lists the tasks (attack x eps x shard of the attacked samples), :func:`run_task` runs one
+task and returns plain per-sample outcomes, :func:`merge` turns every task's outcome into
+the report's rows, worst cases and findings. :func:`evaluate` does all three locally.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from attacks.base import budget_ok, check_model_output
+from attacks.registry import AttackSpec, parse_attack_spec
+from robustness.core.modes import eval_mode, predict
+from robustness.core.provenance import run_environment
+from robustness.core.stats import wilson_interval
+from robustness.core.validation import (
+    check_float,
+    check_images,
+    check_int,
+    check_labels,
+    invalid,
+)
+from robustness.data import Dataset
+from robustness.evaluation.checks import Outcome, large_eps_check, model_checks, result_checks
+from robustness.evaluation.report import AttackResult, Finding, RobustnessReport, WorstCase
+
+OWNER = "evaluate"
+AttackSpecLike = str | tuple[str, dict[str, Any]] | AttackSpec
+"""An attack: a registry name (``"pgd"``, ``"torchattacks:CW"``), optionally with
+keyword arguments in parentheses (``"pgd(steps=20)"``), ``(name, kwargs)``, or an
+:class:`~attacks.registry.AttackSpec`."""
+
+CHECK_SAMPLE = 200  # samples used by the model checks and the large-eps check
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: one attack at one budget on one shard of the attacked samples.
+
+    ``eps`` is None for an unbounded (minimum-norm) attack, run once and judged at every
+    budget. ``start:stop`` indexes the correctly classified samples, in order.
+    """
+
+    spec: AttackSpec
+    eps: float | None
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every task of an evaluation, in the order a local run performs them."""
+
+    specs: tuple[AttackSpec, ...]
+    eps: tuple[float, ...]
+    bounded: dict[str, bool]
+    seed: int
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What one task found, per attacked sample of its shard (all tensors (S,))."""
+
+    task: Task
+    fooled: torch.Tensor  # bool: the evaluated model misclassifies the adversarial input
+    perturbation_norm: torch.Tensor
+    queries: torch.Tensor
+    gradient_evaluations: torch.Tensor
+    seconds: float
+    norm: str
+    threat_model: str
+    description: str
+
+
+def plan(attacks: Sequence[AttackSpecLike], eps: Sequence[float], *, n_attacked: int,
+         seed: int = 0, shard_size: int = 500) -> Plan:
+    """List the tasks: each attack at each budget (once if unbounded), in shards.
+
+    Every attack is built once here, so a bad name or argument fails before any work.
+    """
+    if isinstance(attacks, str) or not isinstance(attacks, Sequence) or not attacks:
+        raise invalid(OWNER, "attacks", "a non-empty list of attack specs such as "
+                      "['fgsm', 'pgd']", attacks)
+    if isinstance(eps, int | float) or not isinstance(eps, Sequence) or not eps:
+        raise invalid(OWNER, "eps", "a non-empty list of budgets such as [0.1, 0.2, 0.3]", eps)
+    eps_values = tuple(sorted({check_float(OWNER, "eps", e, low=0.0) for e in eps}))
+    check_int(OWNER, "seed", seed, low=0)
+    check_int(OWNER, "batch_size", shard_size, low=1)
+    specs = tuple(parse_attack_spec(s) for s in attacks)
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise invalid(OWNER, "attacks", "a list without duplicates", labels)
+    bounded = {s.label: s.bounded(seed=seed) for s in specs}
+    for s in specs:
+        s.build(eps_values[0] if bounded[s.label] else None, seed=seed)
+    shards = [(i, min(i + shard_size, n_attacked)) for i in range(0, n_attacked, shard_size)]
+    tasks = tuple(Task(s, e, start, stop) for s in specs
+                  for e in (eps_values if bounded[s.label] else (None,))
+                  for start, stop in shards)
+    return Plan(specs, eps_values, bounded, seed, tasks)
+
+
+def run_task(task: Task, model: nn.Module, craft: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             *, seed: int, transfer: bool) -> TaskResult:
+    """Run one task on the attacked samples ``x[start:stop]`` (models already in eval mode).
+
+    Adversarial inputs are crafted on ``craft`` and judged on ``model`` (the same module
+    unless this is a transfer evaluation).
+    """
+    attack = task.spec.build(task.eps, seed=seed)
+    xs, ys = x[task.start:task.stop], y[task.start:task.stop]
+    batch = attack(craft, xs, ys)
+    pred = predict(model, batch.x_adv).argmax(1) if transfer else batch.predictions
+    return TaskResult(task=task, fooled=pred != ys, perturbation_norm=batch.perturbation_norm,
+                      queries=batch.queries, gradient_evaluations=batch.gradient_evaluations,
+                      seconds=batch.wall_time_s, norm=attack.norm,
+                      threat_model="transfer" if transfer else type(attack).threat_model,
+                      description=repr(attack))
+
+
+@dataclass
+class _Merged:
+    """Every shard of one (attack, budget) run joined: (A,) tensors over attacked samples."""
+
+    parts: list[TaskResult]
+
+    def cat(self, name: str) -> torch.Tensor:
+        return torch.cat([getattr(p, name) for p in self.parts])
+
+
+def _same_run(a: Task, b: Task) -> bool:
+    return a.spec == b.spec and a.eps == b.eps
+
+
+def _echo_run(echo: Callable[[str], None], shards: list[TaskResult]) -> None:
+    """One progress line when every shard of an (attack, budget) run has finished."""
+    task = shards[0].task
+    fooled = sum(int(r.fooled.sum()) for r in shards)
+    attacked = sum(len(r.fooled) for r in shards)
+    budget = "unbounded" if task.eps is None else f"eps {task.eps:<6g}"
+    echo(f"  {task.spec.label:<28} {budget} fooled {fooled}/{attacked} "
+         f"({sum(r.seconds for r in shards):.1f} s)")
+
+
+def merge(the_plan: Plan, results: Sequence[TaskResult],
+          correct: torch.Tensor) -> tuple[list[Outcome], list[WorstCase]]:
+    """Join every task's shards into one row per attack x eps, and the worst case per eps.
+
+    ``correct`` (N,) bool marks the samples the model classifies correctly: the attacked
+    ones, in the order the tasks index them. Results may arrive in any order.
+    """
+    n = len(correct)
+    idx = correct.nonzero().squeeze(1)
+    groups: dict[tuple[str, float | None], _Merged] = {}
+    for r in sorted(results, key=lambda r: r.task.start):
+        groups.setdefault((r.task.spec.label, r.task.eps), _Merged([])).parts.append(r)
+    outcomes: list[Outcome] = []
+    for spec in the_plan.specs:
+        runs = the_plan.eps if the_plan.bounded[spec.label] else (None,)
+        for budget in runs:
+            merged = groups.get((spec.label, budget))
+            if merged is None and len(idx):
+                raise invalid("merge", "results", "a result for every task of the plan",
+                              f"none for {spec.label} at eps {budget}", raw=True)
+            outcomes += [_outcome(spec, e, merged, idx, n)
+                         for e in ([budget] if budget is not None else the_plan.eps)]
+    worst = [worst_case(e, correct, [(o.result.attack, o.robust) for o in outcomes
+                                     if o.result.eps == e]) for e in the_plan.eps]
+    return outcomes, worst
+
+
+def _outcome(spec: AttackSpec, eps: float, merged: _Merged | None, idx: torch.Tensor,
+             n: int) -> Outcome:
+    """One report row (and its per-sample robustness) from the joined shards."""
+    if merged is None:  # nothing was attacked: every sample was already misclassified
+        attack = spec.build(eps if spec.bounded() else None)
+        broken = torch.zeros(0, dtype=torch.bool)
+        norms = queries = grads = torch.zeros(0)
+        seconds, norm, threat, description = 0.0, attack.norm, type(attack).threat_model, \
+            repr(attack)
+    else:
+        first = merged.parts[0]
+        broken = merged.cat("fooled")
+        norms, queries = merged.cat("perturbation_norm"), merged.cat("queries")
+        grads = merged.cat("gradient_evaluations")
+        seconds = sum(p.seconds for p in merged.parts)
+        norm, threat, description = first.norm, first.threat_model, first.description
+        if first.task.eps is None:  # unbounded: broken at eps only within the budget
+            broken = broken & budget_ok(norms, eps)
+    robust = torch.zeros(n, dtype=torch.bool)
+    robust[idx] = ~broken
+    k = int(robust.sum())
+    lo, hi = wilson_interval(k, n)
+    result = AttackResult(
+        attack=spec.label, eps=eps, norm=norm, threat_model=threat, robust_accuracy=k / n,
+        ci_low=lo, ci_high=hi,
+        success_rate=float(broken.float().mean()) if len(broken) else 0.0,
+        median_perturbation=float(norms[broken].median()) if bool(broken.any()) else None,
+        queries=float(queries.double().median()) if len(queries) else 0.0,
+        seconds=seconds, n=n, n_attacked=len(broken),
+        gradient_evaluations=int(grads.sum()) if len(grads) else 0, description=description)
+    single_step = bool(len(grads)) and int(grads.max()) == 1
+    return Outcome(result=result, robust=robust, single_step=single_step)
+
+
+def _unpack_data(data: Dataset | tuple[torch.Tensor, torch.Tensor],
+                 n: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    if isinstance(data, Dataset):
+        x, y, meta = data.x_test, data.y_test, {**data.to_dict_meta(), "part": "test"}
+    elif isinstance(data, tuple | list) and len(data) == 2:
+        x, y = data
+        meta = {"name": "user tensors"}
+    else:
+        raise invalid(OWNER, "data", "a Dataset or an (x, y) pair of tensors",
+                      type(data).__name__, raw=True)
+    check_images(OWNER, x, name="data[0] (x)")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
+        got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise invalid(OWNER, "data[1] (y)", f"a 1-d tensor with one label per image "
+                      f"({len(x)})", got, raw=True)
+    if n is not None:
+        check_int(OWNER, "n", n, low=1)
+        x, y = x[:n], y[:n]
+    meta["n_used"] = len(x)
+    return x, y, meta
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset | tuple[torch.Tensor, torch.Tensor],
+    attacks: Sequence[AttackSpecLike],
+    eps: Sequence[float],
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    checks: bool = True,
+    source_model: nn.Module | None = None,
+    batch_size: int = 500,
+    model_info: dict[str, Any] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> RobustnessReport:
+    """Evaluate ``model`` against every attack at every eps.
+
+    Parameters
+    ----------
+    model
+        Maps (N, C, H, W) in [0, 1] to logits (N, K). Left in the mode it was in.
+    data
+        A :class:`~robustness.data.Dataset` (its test split is used) or ``(x, y)``
+        with x (N, C, H, W) in [0, 1] and y (N,) int64.
+    attacks
+        Attack specs, run in this order: ``["fgsm", "pgd(steps=20)", "genetic"]``.
+    eps
+        Budgets in each attack's norm, e.g. ``[0.1, 0.2, 0.3]``.
+    n
+        Use only the first ``n`` samples.
+    seed
+        Seed of every attack.
+    checks
+        Run the sanity checks (:mod:`robustness.evaluation.checks`) and record their findings.
+    source_model
+        Craft the adversarial examples on this model instead (transfer evaluation).
+    batch_size
+        Samples per attack call (bounds memory).
+    model_info
+        Extra provenance about the model (e.g. checkpoint metadata).
+    echo
+        Called with one line per finished attack, for progress output.
+
+    Returns
+    -------
+    RobustnessReport
+    """
+    started = time.perf_counter()
+    x, y, data_meta = _unpack_data(data, n)
+    check_int(OWNER, "batch_size", batch_size, low=1)
+    parse_plan = plan(attacks, eps, n_attacked=0, seed=seed)  # fails fast on bad specs
+
+    craft = source_model if source_model is not None else model
+    with eval_mode(model, craft):
+        num_classes = check_model_output(OWNER, model, x)
+        check_labels(OWNER, y, len(x), num_classes, name="data[1] (y)")
+        if source_model is not None:
+            k = check_model_output(OWNER, source_model, x)
+            if k != num_classes:
+                raise invalid(OWNER, "source_model", f"a model with {num_classes} classes like "
+                              "the evaluated one", f"{k} classes", raw=True)
+        correct = predict(model, x).argmax(1) == y  # (N,): only these are attacked
+        xa, ya = x[correct], y[correct]
+        the_plan = plan(parse_plan.specs, parse_plan.eps, n_attacked=len(xa), seed=seed,
+                        shard_size=batch_size)
+        transfer = source_model is not None
+        results: list[TaskResult] = []
+        for i, task in enumerate(the_plan.tasks):
+            results.append(run_task(task, model, craft, xa, ya, seed=seed, transfer=transfer))
+            following = the_plan.tasks[i + 1] if i + 1 < len(the_plan.tasks) else None
+            if echo is not None and (following is None or following.stop <= task.start):
+                _echo_run(echo, [r for r in results if _same_run(r.task, task)])
+        outcomes, worst = merge(the_plan, results, correct)
+        findings = _findings(model, craft, x, y, xa, ya, outcomes, seed) if checks else []
+
+    provenance = {
+        "model": {"description": type(model).__name__,
+                  "parameters": sum(p.numel() for p in model.parameters()),
+                  **(model_info or {})},
+        "source_model": None if source_model is None else {
+            "description": type(source_model).__name__,
+            "parameters": sum(p.numel() for p in source_model.parameters())},
+        "dataset": data_meta,
+        "attacks": [spec.label for spec in the_plan.specs],
+        "eps": list(the_plan.eps),
+        "seed": seed,
+        "versions": run_environment(),
+        "seconds": time.perf_counter() - started,
+    }
+    return RobustnessReport(clean_accuracy=int(correct.sum()) / len(x), n_samples=len(x),
+                            results=[o.result for o in outcomes], worst_case=worst,
+                            findings=findings, provenance=provenance)
+
+
+def _findings(model: nn.Module, craft: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              xa: torch.Tensor, ya: torch.Tensor, outcomes: list[Outcome],
+              seed: int) -> list[Finding]:
+    """The sanity checks: on the model alone, across results, and at a huge budget."""
+    sample = slice(0, CHECK_SAMPLE)
+    threat_models = {o.result.attack: o.result.threat_model for o in outcomes}
+    findings = model_checks(model, x[sample], y[sample])
+    findings += result_checks(outcomes, threat_models)
+    for norm in sorted({o.result.norm for o in outcomes if o.result.norm in ("linf", "l2")}):
+        if len(xa):
+            findings += large_eps_check(craft, xa[sample], ya[sample], norm, seed=seed)
+    return findings
+
+
+def worst_case(eps: float, correct: torch.Tensor,
+               robust_by_attack: Sequence[tuple[str, torch.Tensor]]) -> WorstCase:
+    """Per-sample worst case at one eps.
+
+    Parameters
+    ----------
+    eps
+        The budget.
+    correct
+        (N,) bool: clean prediction correct.
+    robust_by_attack
+        ``(attack, robust)`` in the order the attacks ran, ``robust`` (N,) bool.
+
+    Returns
+    -------
+    WorstCase
+        A sample is robust only if it was correct and every attack failed on it;
+        ``broken_by`` credits each sample to the first attack that broke it.
+    """
+    robust = correct.clone()
+    broken_by: dict[str, int] = {}
+    for name, mask in robust_by_attack:
+        broken_by[name] = int((robust & ~mask).sum())
+        robust &= mask
+    n = len(correct)
+    k = int(robust.sum())
+    lo, hi = wilson_interval(k, n)
+    return WorstCase(eps=eps, robust_accuracy=k / n, ci_low=lo, ci_high=hi, n=n,
+                     attacks=[name for name, _ in robust_by_attack], broken_by=broken_by)
+
+
+__all__ = ["AttackSpecLike", "Plan", "Task", "TaskResult", "evaluate", "merge", "plan",
+           "run_task", "worst_case"]
