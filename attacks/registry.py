@@ -196,10 +196,15 @@ class AttackSpec:
 
     ``label`` is how reports and gates refer to it: the spec as written, normalised
     (``"pgd(steps=20)"``), or the bare name when there are no arguments.
+
+    ``factory`` builds attacks that are not in the registry (e.g. the ensemble-aware
+    adaptive attack of :mod:`ensembles.adaptive`, which this layer cannot import): it is
+    called with ``kwargs``, ``seed`` and ``eps`` instead of :func:`make_attack`.
     """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    factory: Callable[..., Attack] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -214,6 +219,8 @@ class AttackSpec:
         kwargs = {"seed": seed, **self.kwargs}
         if eps is not None:
             kwargs["eps"] = eps
+        if self.factory is not None:
+            return self.factory(**kwargs)
         return make_attack(self.name, **kwargs)
 
     def bounded(self, *, seed: int = 0) -> bool:

@@ -5,7 +5,7 @@
 >>> log_probs = ensemble(x)  # (B, K); any attack can attack it end to end  # doctest: +SKIP
 """
 
-from ensembles.adaptive import STRATEGIES, AdaptiveResult, adaptive_attack
+from ensembles.adaptive import STRATEGIES, AdaptiveAttack, AdaptiveResult, adaptive_attack
 from ensembles.ensemble import AGGREGATIONS, Ensemble, EnsembleMismatchError, aggregate
 from ensembles.members import EnsembleResumeError, load_members, train_members
 from ensembles.sampling import PLANS, MemberSeeds, SamplingPlan, member_seeds
@@ -14,6 +14,7 @@ __all__ = [
     "AGGREGATIONS",
     "PLANS",
     "STRATEGIES",
+    "AdaptiveAttack",
     "AdaptiveResult",
     "Ensemble",
     "EnsembleMismatchError",

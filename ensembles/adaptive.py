@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from attacks.base import Attack
+from attacks.base import Attack, RunResult
+from attacks.registry import AttackSpec, make_attack
 from ensembles.ensemble import Ensemble
 from robustness.core.modes import eval_mode
 from robustness.core.validation import check_images, check_labels, invalid
@@ -55,6 +57,56 @@ class AdaptiveResult:
         return float(self.correct.float().mean())
 
 
+def _strategies(owner: str, strategies: Sequence[str]) -> list[str]:
+    chosen = list(strategies) if not isinstance(strategies, str) else [strategies]
+    bad = [s for s in chosen if s not in STRATEGIES]
+    if not chosen or bad or len(set(chosen)) != len(chosen):
+        raise invalid(owner, "strategies", f"a non-empty subset of {list(STRATEGIES)} without "
+                      "repeats", list(strategies) if not isinstance(strategies, str)
+                      else strategies)
+    return chosen
+
+
+def _worst_case(attack: Attack, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor,
+                chosen: list[str]) -> tuple[AdaptiveResult, torch.Tensor, torch.Tensor]:
+    """Run every strategy; return the per-sample worst case and the summed per-sample
+    queries and gradient evaluations (B,) of every attack run."""
+    candidates: dict[str, list[torch.Tensor]] = {}
+    queries = torch.zeros(len(y), dtype=torch.int64)
+    gradients = torch.zeros(len(y), dtype=torch.int64)
+    for strategy in chosen:
+        targets: list[nn.Module]
+        if strategy == "end_to_end":
+            targets = [ensemble]
+        elif strategy == "logit_mean":
+            targets = [ensemble.with_aggregation("logit_mean")]
+        else:
+            targets = list(ensemble.members)
+        candidates[strategy] = []
+        for m in targets:
+            batch = attack(m, x, y)
+            candidates[strategy].append(batch.x_adv)
+            queries += batch.queries
+            gradients += batch.gradient_evaluations
+
+    x_adv = candidates[chosen[0]][0].clone()
+    correct = torch.ones_like(y, dtype=torch.bool)
+    by_strategy: dict[str, float] = {}
+    with eval_mode(ensemble), torch.no_grad():
+        for strategy, xs in candidates.items():
+            strategy_correct = torch.ones_like(correct)
+            for xc in xs:
+                right = ensemble(xc).argmax(-1) == y
+                queries += 1  # judging a candidate is one more query of the ensemble
+                newly_fooled = correct & ~right
+                x_adv[newly_fooled] = xc[newly_fooled]
+                correct &= right
+                strategy_correct &= right
+            by_strategy[strategy] = float(strategy_correct.float().mean())
+    return AdaptiveResult(x_adv=x_adv, correct=correct, by_strategy=by_strategy), queries, \
+        gradients
+
+
 def adaptive_attack(attack: Attack, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor, *,
                     strategies: Sequence[str] = ("end_to_end", "logit_mean"),
                     ) -> AdaptiveResult:
@@ -83,35 +135,49 @@ def adaptive_attack(attack: Attack, ensemble: Ensemble, x: torch.Tensor, y: torc
         raise invalid(owner, "ensemble", "an ensembles.Ensemble", ensemble)
     check_images(owner, x)
     check_labels(owner, y, x.shape[0])
-    chosen = list(strategies) if not isinstance(strategies, str) else [strategies]
-    bad = [s for s in chosen if s not in STRATEGIES]
-    if not chosen or bad or len(set(chosen)) != len(chosen):
-        raise invalid(owner, "strategies", f"a non-empty subset of {list(STRATEGIES)} without "
-                      "repeats", list(strategies) if not isinstance(strategies, str)
-                      else strategies)
+    chosen = _strategies(owner, strategies)
+    return _worst_case(attack, ensemble, x, y, chosen)[0]
 
-    candidates: dict[str, list[torch.Tensor]] = {}
-    for strategy in chosen:
-        targets: list[nn.Module]
-        if strategy == "end_to_end":
-            targets = [ensemble]
-        elif strategy == "logit_mean":
-            targets = [ensemble.with_aggregation("logit_mean")]
-        else:
-            targets = list(ensemble.members)
-        candidates[strategy] = [attack(m, x, y).x_adv for m in targets]
 
-    x_adv = candidates[chosen[0]][0].clone()
-    correct = torch.ones_like(y, dtype=torch.bool)
-    by_strategy: dict[str, float] = {}
-    with eval_mode(ensemble), torch.no_grad():
-        for strategy, xs in candidates.items():
-            strategy_correct = torch.ones_like(correct)
-            for xc in xs:
-                right = ensemble(xc).argmax(-1) == y
-                newly_fooled = correct & ~right
-                x_adv[newly_fooled] = xc[newly_fooled]
-                correct &= right
-                strategy_correct &= right
-            by_strategy[strategy] = float(strategy_correct.float().mean())
-    return AdaptiveResult(x_adv=x_adv, correct=correct, by_strategy=by_strategy)
+class AdaptiveAttack(Attack):
+    """:func:`adaptive_attack` as an :class:`~attacks.base.Attack`, so that ``evaluate()``
+    can run it like any other attack (confidence intervals, worst case, checks).
+
+    The model it attacks must be an :class:`~ensembles.Ensemble`. Norm, budget, seed and
+    threat model are the base attack's.
+
+    >>> spec = AdaptiveAttack.spec("pgd", steps=20)  # doctest: +SKIP
+    >>> evaluate(ensemble, data, [spec], [0.1, 0.2])  # doctest: +SKIP
+    """
+
+    def __init__(self, base: Attack, *,
+                 strategies: Sequence[str] = ("end_to_end", "logit_mean")) -> None:
+        if not isinstance(base, Attack) or base.targeted:
+            raise invalid("AdaptiveAttack", "base", "an untargeted attacks.base.Attack", base)
+        self.base = base
+        self.strategies = tuple(_strategies("AdaptiveAttack", strategies))
+        self._init_common(norm=base.norm, eps=base.eps, targeted=False, seed=base.seed)
+
+    @property
+    def threat_model(self) -> str:  # type: ignore[override]
+        return self.base.threat_model
+
+    @classmethod
+    def spec(cls, base: str, *, strategies: Sequence[str] = ("end_to_end", "logit_mean"),
+             **kwargs: Any) -> AttackSpec:
+        """An attack spec for ``evaluate()``: the registry attack ``base`` with ``kwargs``,
+        attacked adaptively. Its label is ``adaptive-BASE(...)``."""
+        chosen = tuple(_strategies("AdaptiveAttack.spec", strategies))
+
+        def build(**built: Any) -> AdaptiveAttack:
+            return cls(make_attack(base, **built), strategies=chosen)
+
+        return AttackSpec(f"adaptive-{base}", dict(kwargs), factory=build)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             target: torch.Tensor | None) -> RunResult:
+        if not isinstance(model, Ensemble):
+            raise invalid("AdaptiveAttack", "model", "an ensembles.Ensemble (the strategies "
+                          "attack its members and surrogate)", type(model).__name__, raw=True)
+        result, queries, gradients = _worst_case(self.base, model, x, y, list(self.strategies))
+        return RunResult(x_adv=result.x_adv, queries=queries, gradient_evaluations=gradients)

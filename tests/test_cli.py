@@ -12,14 +12,45 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from ensembles.sampling import PLANS
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from robustness.cli import main
+from robustness.cli.experiment import SAMPLING_NAMES
 from robustness.data import Dataset
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "robustness.cli", *args], capture_output=True,
                           text=True, timeout=300)
+
+
+def test_help_lists_every_command() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    commands = result.stdout.split("COMMAND\n")[1].split("options:")[0]
+    names = [line.split()[0] for line in commands.splitlines() if line.startswith("    ")
+             and not line.startswith("     ")]
+    assert names == ["train", "demo", "attack", "evaluate", "fool", "list-attacks", "gate",
+                     "experiment"]
+
+
+def test_parsing_every_command_does_not_import_torch() -> None:
+    # `robustness --help` and usage errors answer at once: torch loads only when a command runs.
+    code = ("import sys; from robustness.cli import build_parser; p = build_parser(); "
+            "p.format_help(); "
+            "p.parse_args(['experiment', 'ensembles', '--out', 'X', '--members', '2,5', "
+            "'--samplings', 'uniform,bootstrap', '--eps', '0.1']); "
+            "p.parse_args(['evaluate', '--model', 'M', '--data', 'mnist', '--attacks', 'fgsm', "
+            "'--eps', '0.1,0.2', '--out', 'X']); "
+            "p.parse_args(['fool', '--model', 'M', '--classes', '0,7', '--out', 'X']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_sampling_names_agree_with_the_sampling_plans() -> None:
+    assert SAMPLING_NAMES == PLANS
 
 
 @pytest.mark.parametrize("command", ["train", "demo", "attack", "evaluate", "fool"])
@@ -65,8 +96,12 @@ def test_bad_arguments_give_one_clear_line_and_exit_2(
         sys.exit(main(args))
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err
+    # One error, after argparse's usage lines (none for errors found while running): no
+    # second error, no log output.
+    usage, prefix, error = err.partition(f"robustness {args[0]}: error: ")
+    assert prefix and message in error, err
+    assert all(line.startswith(("usage: ", " ")) for line in usage.splitlines()), err
+    assert ": error: " not in error, err
     assert not (tmp_path / "X").exists()  # nothing half-written
 
 

@@ -18,7 +18,7 @@ from robustness.core.validation import ParameterError
 from robustness.data import Dataset
 from robustness.evaluation import evaluate, worst_case
 from robustness.evaluation.report import (
-    REPORT_SCHEMA,
+    SCHEMA_VERSION,
     ReportSchemaError,
     RobustnessReport,
     validate_report,
@@ -130,7 +130,9 @@ def test_worst_case_is_never_above_any_attack(undefended_report: RobustnessRepor
         for r in undefended_report.results:
             if r.eps == eps:
                 assert worst <= r.robust_accuracy
-        assert sum(undefended_report.worst(eps).broken_by.values()) <= N
+        # Every sample classified correctly but not robust was broken first by exactly one.
+        broken = round(undefended_report.clean_accuracy * N) - round(worst * N)
+        assert sum(undefended_report.worst(eps).broken_by.values()) == broken
 
 
 @settings(max_examples=200, deadline=None)
@@ -163,7 +165,7 @@ def test_report_json_validates_and_round_trips(undefended_report: RobustnessRepo
         assert key in row
     assert isinstance(row["eps"], float) and isinstance(row["robust_accuracy"], float)
     assert RobustnessReport.load(tmp_path) == undefended_report
-    assert (tmp_path / "report.md").read_text().startswith("# Robustness report")
+    assert RobustnessReport.load(path) == undefended_report  # the file itself, too
     assert set(data["provenance"]) >= {"model", "dataset", "seed", "versions", "seconds"}
 
 
@@ -173,7 +175,23 @@ def test_schema_rejects_a_report_with_numbers_as_strings(undefended_report: Robu
     data["results"][0]["eps"] = "8/255"
     with pytest.raises(ReportSchemaError, match=r"results/0/eps"):
         RobustnessReport.from_dict(data)
-    assert REPORT_SCHEMA["properties"]["schema_version"] == {"const": 1}
+
+
+def test_schema_rejects_unknown_versions_and_fields(undefended_report: RobustnessReport
+                                                    ) -> None:
+    assert undefended_report.schema_version == SCHEMA_VERSION
+    for version in (0, SCHEMA_VERSION + 1, str(SCHEMA_VERSION), None):
+        data = undefended_report.to_dict() | {"schema_version": version}
+        with pytest.raises(ReportSchemaError, match=r"at schema_version: "):
+            RobustnessReport.from_dict(data)
+    data = undefended_report.to_dict()
+    data["results"][0]["wall_time"] = 1.0
+    with pytest.raises(ReportSchemaError, match=r"at results/0: .*'wall_time' was unexpected"):
+        validate_report(data)
+    data = undefended_report.to_dict()
+    del data["worst_case"][0]["broken_by"]
+    with pytest.raises(ReportSchemaError, match=r"at worst_case/0: 'broken_by' is a required"):
+        validate_report(data)
 
 
 def test_transfer_evaluation_is_labelled_and_weaker_than_white_box(
@@ -188,7 +206,10 @@ def test_transfer_evaluation_is_labelled_and_weaker_than_white_box(
     transfer = report.result("pgd(steps=10)", 0.2)
     assert transfer.threat_model == "transfer"
     white = evaluate(trained_convnet, mnist, ["pgd(steps=10)"], [0.2], n=N, checks=False)
-    assert transfer.robust_accuracy >= white.result("pgd(steps=10)", 0.2).robust_accuracy
+    assert white.result("pgd(steps=10)", 0.2).threat_model == "white-box"
+    # Measured: 0.56 transferred from the 2-epoch LeNet, 0.07 white-box. Attacking the
+    # target itself while calling it transfer would make the two equal.
+    assert transfer.robust_accuracy > white.result("pgd(steps=10)", 0.2).robust_accuracy + 0.2
 
 
 def test_package_level_entry_points() -> None:

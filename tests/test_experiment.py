@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from ensembles.experiment import _published, verdicts
+from ensembles.results import ExperimentResult, ResultsSchemaError
 from robustness.cli import main
 from robustness.core.stats import sign_test
 
@@ -59,8 +61,14 @@ TINY = ["experiment", "ensembles", "--data", "mnist", "--members", "1,2", "--sam
         "--generations", "5", "--pgd-steps", "5", "--epochs", "1", "--precision", "fp32"]
 
 
-def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def _tiny_run(out: Path) -> dict[str, Any]:
+    assert main([*TINY, "--out", str(out)]) == 0
+    result: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return result
+
+
+def test_a_tiny_experiment_runs_end_to_end(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert main([*TINY, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -70,8 +78,13 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path,
     assert len(rows) == 18
     assert {r["aggregation"] for r in rows} == {"mean", "max", "vote"}
     for r in rows:
-        for key in ("clean", "transfer", "adaptive"):
-            assert 0.0 <= r[key] <= 1.0
+        for key in ("clean", "transfer", "adaptive"):  # every accuracy with its 95% CI
+            low, high = r[f"{key}_ci"]
+            assert 0.0 <= low <= r[key] <= high <= 1.0
+        # Robust accuracy counts a sample only if it is also classified correctly.
+        assert r["transfer"] <= r["clean"]
+        # The adaptive number is the per-sample worst case over its two attacks.
+        assert set(r["adaptive_by_attack"]) == {"pgd(steps=5)", "adaptive-pgd(steps=5)"}
         assert r["adaptive"] <= min(r["adaptive_by_attack"].values())
         assert (r["genetic"] is None) == (r["n_members"] != 2)  # genetic: largest N only
     # A one-member ensemble is its member, whatever the aggregation.
@@ -83,17 +96,31 @@ def test_a_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path,
         for r in ones:
             assert r["transfer"] == pytest.approx(member["mean_member_transfer"])
     assert set(result["verdicts"]) == {"transfer", "adaptive", "genetic"}
+    loaded = ExperimentResult.load(out)  # validates against the JSON schema
+    assert loaded.to_dict() == result
+    for model in loaded.single_models.values():
+        for key, value in model.items():
+            if not key.endswith("_ci"):
+                assert model[f"{key}_ci"][0] <= value <= model[f"{key}_ci"][1]
     assert result["single_models"]["baseline"]["clean"] > 0.5
     markdown = (out / "results.md").read_text()
     assert markdown.count("max beats mean?") == 3 and "| published |" in markdown
     assert "max beats mean?" in printed
     assert (out / "baseline_adversarials.safetensors").exists()
+    # A fresh directory: everything was trained in this run, nothing reused.
+    assert result["resumed"] == {"baseline": False, "adversarially_trained": False,
+                                 "members": {"uniform": [False, False],
+                                             "bootstrap": [False, False]}}
 
-    # A second run reuses every trained model and member and gives the same numbers.
-    assert main([*TINY, "--out", str(out)]) == 0
-    again = json.loads((out / "results.json").read_text())
-    assert [r["transfer"] for r in again["ensembles"]] == [r["transfer"] for r in rows]
-    assert again["timings_s"]["train_uniform"] < result["timings_s"]["train_uniform"]
+
+@pytest.mark.slow
+def test_a_second_run_reuses_every_model_and_gives_the_same_numbers(tmp_path: Path) -> None:
+    first = _tiny_run(tmp_path / "run")
+    again = _tiny_run(tmp_path / "run")
+    assert again["resumed"] == {"baseline": True, "adversarially_trained": True,
+                                "members": {"uniform": [True, True], "bootstrap": [True, True]}}
+    assert [r["transfer"] for r in again["ensembles"]] == \
+        [r["transfer"] for r in first["ensembles"]]
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -125,3 +152,8 @@ def test_experiment_help_explains_every_option(capsys: pytest.CaptureFixture[str
         assert flag in text
     for line in text.split("options:")[1].split("\n  -")[1:]:
         assert len(line.split()) > 2, f"option without help text: {line!r}"
+
+
+def test_results_that_break_the_schema_are_refused() -> None:
+    with pytest.raises(ResultsSchemaError, match=r"results\.json is not a valid"):
+        ExperimentResult.from_dict({"schema_version": 1, "experiment": "ensembles"})

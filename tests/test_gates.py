@@ -13,17 +13,14 @@ from xml.etree import ElementTree as ET
 import pytest
 from torch import nn
 
-from robustness import gate_cli, pytest_plugin
 from robustness.checkpoint import CheckpointMeta, save_checkpoint
 from robustness.cli import main
 from robustness.core.stats import wilson_interval
 from robustness.core.validation import ParameterError
-from robustness.data import Dataset, load_dataset
+from robustness.data import Dataset, canonical_dataset_name, load_dataset
 from robustness.evaluation.report import AttackResult, RobustnessReport, WorstCase
 from robustness.gates import (
     BUDGETS,
-    GATE_KEYS,
-    RULES,
     WORST,
     Baseline,
     Gate,
@@ -219,6 +216,28 @@ def test_gate_settings_merge_defaults_and_resolve_paths() -> None:
     assert gate.thresholds[0].robust_accuracy is None and gate.thresholds[0].max_drop == 0.02
 
 
+@pytest.mark.parametrize(("name", "canonical"), [
+    (" MNIST ", "mnist"),
+    ("Fashion-MNIST", "fashion-mnist"),
+    ("idx:data/full", "idx:/project/data/full"),
+    ("IDX: /abs/dir ", "idx:/abs/dir"),
+    ("idx:", "idx:"),
+    ("sets/x.NPZ", "/project/sets/x.NPZ"),
+    ("/abs/y.npz", "/abs/y.npz"),
+    (" cifar ", "cifar"),  # unknown: load_dataset rejects it
+])
+def test_dataset_names_have_one_spelling(name: str, canonical: str) -> None:
+    assert canonical_dataset_name(name, Path("/project")) == canonical
+    assert _gate({"data": name, "eps": 0.1, "robust_accuracy": 0.5}).data == canonical
+
+
+def test_relative_dataset_paths_default_to_the_working_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert canonical_dataset_name("idx:sub") == f"idx:{tmp_path.resolve() / 'sub'}"
+    assert canonical_dataset_name("x.npz") == str(tmp_path.resolve() / "x.npz")
+
+
 # -- running gates on a real trained model --------------------------------------------------
 
 
@@ -246,6 +265,21 @@ def test_gate_on_a_trained_checkpoint_passes_and_records_figures(checkpoint: Pat
     json.dumps(doc, allow_nan=False)  # the artifact is strict JSON
     assert doc["summary"] == {"gates": 1, "passed": 0, "failed": 1, "regressed": 0, "error": 0}
     assert {f["attack"] for f in doc["gates"][0]["figures"]} == {WORST, "fgsm", "pgd(steps=10)"}
+
+
+def test_data_named_like_the_checkpoints_uses_its_training_split(
+        trained_convnet: nn.Module, mnist: Dataset, tmp_path: Path) -> None:
+    # Any spelling of the training dataset gets the split of the training seed (another
+    # seed would put training images in the test sample); other data gets seed 0.
+    path = save_checkpoint(trained_convnet, tmp_path / "model.safetensors", CheckpointMeta(
+        architecture="convnet", input_shape=mnist.input_shape, num_classes=mnist.num_classes,
+        classes=mnist.classes, dataset="mnist", seed=3))
+    held_out = load_dataset("mnist", seed=3).x_test[:50]
+    assert not held_out.equal(mnist.x_test[:50])
+    for data in (None, " MNIST "):
+        gate = Gate(name="g", thresholds=(Threshold(robust_accuracy=0.5, eps=0.1),),
+                    model=path, data=data, n=50)
+        assert gate.prepare().x.equal(held_out), data
 
 
 def test_untrained_model_is_a_config_error_not_a_robustness_failure(mnist: Dataset) -> None:
@@ -324,18 +358,15 @@ def test_corrupt_baseline_is_a_config_error(tmp_path: Path, content: str, messag
         Baseline(path)
 
 
-# -- the plugin's and the CLI's copies of the names ----------------------------------------
+# -- import cost ----------------------------------------------------------------------------
 
 
-def test_light_modules_agree_with_gates() -> None:
-    assert set(gate_cli.BUDGET_NAMES) == set(BUDGETS)
-    assert set(gate_cli.RULE_NAMES) == set(RULES)
-    assert set(pytest_plugin.MARKER_KEYS) == set(GATE_KEYS)
-
-
-def test_plugin_and_cli_import_without_torch() -> None:
-    code = ("import sys, robustness.pytest_plugin, robustness.cli; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+@pytest.mark.parametrize("module", ["robustness.gates", "robustness.gates.pytest_plugin",
+                                    "robustness.gates.cli", "robustness.cli"])
+def test_gates_plugin_and_cli_import_without_torch(module: str) -> None:
+    # The plugin is loaded in every pytest run of every project that installs the harness.
+    code = (f"import sys, {module}; heavy = [m for m in ('torch', 'scipy', 'numpy') "
+            "if m in sys.modules]; assert not heavy, f'imported {heavy}'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr

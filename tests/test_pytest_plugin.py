@@ -1,13 +1,18 @@
-"""The pytest plugin, run as a user runs it: pytest in a subprocess on the example project.
+"""The pytest plugin, run as a user runs it: pytest on the example project.
 
-Each inner run imports torch afresh, so there are few of them, on small samples; the model
-is the session's trained ConvNet saved once as a checkpoint (the inner runs never train).
+The model is the session's trained ConvNet saved once as a checkpoint (the inner runs
+never train). Every run on the example project is made twice: in this process in the
+default suite (torch, the data and the attacks are loaded already, so a run costs its
+evaluation only), and in a fresh interpreter, exactly as a user's CI runs it, in the slow
+suite (``nox -s e2e``). Checks that need a fresh interpreter (``--help``, an inert plugin,
+usage errors) always get one.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +24,9 @@ from robustness.data import Dataset
 pytest_plugins = ["pytester"]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ci-gate"
-N = "150"  # images per inner gate: a trained model's figures are clear, runs stay quick
+N = "60"  # images per inner gate: a trained model's figures are clear, runs stay quick
 GATE_TEST = "test_robustness.py::test_convnet_resists_small_linf_perturbations"
+RunPytest = Callable[..., pytest.RunResult]
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +48,33 @@ def example(pytester: pytest.Pytester, checkpoint: Path) -> pytest.Pytester:
     return pytester
 
 
+@pytest.fixture(scope="session")
+def loaded(checkpoint: Path) -> None:
+    """Import here everything a gate run imports, by running a tiny gate.
+
+    An in-process pytest run unloads, when it ends, the modules first imported during it
+    (the evaluation engine, the attacks, ...); importing them again would make new classes,
+    and objects made earlier in this session would no longer be instances of them.
+    """
+    from robustness.gates import Gate, Threshold, results_document
+
+    result = Gate(name="warm-up", thresholds=(Threshold(robust_accuracy=0.0, eps=0.1),),
+                  model=checkpoint, n=20).run()
+    assert result.status == "passed", result.explain()
+    result.verdicts[0].explain()
+    results_document([result])
+
+
+@pytest.fixture(params=[pytest.param("inprocess"),
+                        pytest.param("subprocess", marks=pytest.mark.slow)])
+def runpytest(request: pytest.FixtureRequest, example: pytest.Pytester) -> RunPytest:
+    """pytest on the example project: in this process (default suite) or a fresh one (slow)."""
+    if request.param == "subprocess":
+        return example.runpytest_subprocess
+    request.getfixturevalue("loaded")
+    return example.runpytest_inprocess
+
+
 def test_help_lists_the_robustness_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--help")
     assert result.ret == 0
@@ -60,7 +93,7 @@ def test_plugin_is_inert_in_a_suite_without_gates(pytester: pytest.Pytester) -> 
 
         def test_plain():
             # the plugin is loaded (entry point) but has imported nothing heavy
-            assert "robustness.pytest_plugin" in sys.modules
+            assert "robustness.gates.pytest_plugin" in sys.modules
             assert "torch" not in sys.modules
         """)
     result = pytester.runpytest_subprocess("--strict-markers")
@@ -68,10 +101,11 @@ def test_plugin_is_inert_in_a_suite_without_gates(pytester: pytest.Pytester) -> 
     result.stdout.no_fnmatch_line("*robustness gates*")
 
 
-def test_example_gate_passes_and_lists_its_figures(example: pytest.Pytester) -> None:
+def test_example_gate_passes_and_lists_its_figures(example: pytest.Pytester,
+                                                   runpytest: RunPytest) -> None:
     example.makepyfile(test_other="def test_not_a_gate():\n    pass\n")
-    result = example.runpytest_subprocess("--robustness-n", N, "--robustness-json", "out.json",
-                                          "--robustness-only")
+    result = runpytest("--robustness-n", N, "--robustness-json", "out.json",
+                       "--robustness-only")
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines([
         "*= robustness gates =*",
@@ -88,7 +122,8 @@ def test_example_gate_passes_and_lists_its_figures(example: pytest.Pytester) -> 
     assert gate["verdicts"][0]["figure"]["attack"] == "worst case"
 
 
-def test_failing_gates_explain_themselves(example: pytest.Pytester) -> None:
+def test_failing_gates_explain_themselves(example: pytest.Pytester,
+                                          runpytest: RunPytest) -> None:
     example.makepyfile(test_strict="""
         import pytest
         from robustness.gates import Threshold
@@ -105,7 +140,7 @@ def test_failing_gates_explain_themselves(example: pytest.Pytester) -> None:
             assert report >= Threshold(robust_accuracy=0.97, eps=0.1, attack="fgsm")
         """)
     # -vv: pytest truncates long assertion explanations locally (never on CI)
-    result = example.runpytest_subprocess("test_strict.py", "-vv", "--robustness-n", N)
+    result = runpytest("test_strict.py", "-vv", "--robustness-n", N)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
         "E*GateFailure: Robustness gate 'test_strict.py::test_gate_too_strict' FAILED: "
@@ -160,9 +195,9 @@ def test_bad_marker_argument_is_a_usage_error(pytester: pytest.Pytester, marker:
     result.stderr.fnmatch_lines([message])
 
 
-def test_skip_option_skips_gates_only(example: pytest.Pytester) -> None:
+def test_skip_option_skips_gates_only(example: pytest.Pytester, runpytest: RunPytest) -> None:
     example.makepyfile(test_other="def test_not_a_gate():\n    pass\n")
-    result = example.runpytest_subprocess("--robustness-skip", "-rs")
+    result = runpytest("--robustness-skip", "-rs")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED * robustness gates skipped (--robustness-skip)"])
     result.stdout.no_fnmatch_line("*= robustness gates =*")
@@ -188,7 +223,8 @@ def test_misuse_is_a_usage_error(pytester: pytest.Pytester, source: str, args: t
     result.stderr.fnmatch_lines([message])
 
 
-def test_config_errors_are_not_robustness_failures(example: pytest.Pytester) -> None:
+def test_config_errors_are_not_robustness_failures(example: pytest.Pytester,
+                                                   runpytest: RunPytest) -> None:
     example.makepyfile(test_config="""
         import pytest
         from robustness.models import build_model
@@ -211,7 +247,7 @@ def test_config_errors_are_not_robustness_failures(example: pytest.Pytester) -> 
         def test_forgot_to_check(robustness_gate):
             pass
         """)
-    result = example.runpytest_subprocess("test_config.py", "--robustness-n", "300")
+    result = runpytest("test_config.py", "--robustness-n", "300")
     # test_forgot_to_check passes its call and errors at teardown
     result.assert_outcomes(errors=3, failed=1, passed=1)
     result.stdout.fnmatch_lines([
@@ -239,7 +275,7 @@ def test_config_errors_are_not_robustness_failures(example: pytest.Pytester) -> 
 
 
 def test_baseline_regressions_are_collected_and_fail_the_session(
-        example: pytest.Pytester) -> None:
+        example: pytest.Pytester, runpytest: RunPytest) -> None:
     example.makepyfile(test_small_eps="""
         import pytest
 
@@ -249,7 +285,7 @@ def test_baseline_regressions_are_collected_and_fail_the_session(
             robustness_gate.check()
         """)
     args = ("--robustness-n", N, "--robustness-baseline", "baseline.json")
-    record = example.runpytest_subprocess(*args, "--robustness-update-baseline")
+    record = runpytest(*args, "--robustness-update-baseline")
     record.assert_outcomes(passed=2)
     record.stdout.fnmatch_lines(["baseline: recorded 2 gate(s) in baseline.json"])
 
@@ -262,7 +298,7 @@ def test_baseline_regressions_are_collected_and_fail_the_session(
             fig["robust_accuracy"] = min(1.0, fig["robust_accuracy"] + 0.3)
     path.write_text(json.dumps(doc))
 
-    result = example.runpytest_subprocess(*args, "--robustness-json", "out.json")
+    result = runpytest(*args, "--robustness-json", "out.json")
     result.assert_outcomes(passed=2)  # every threshold holds; the drops fail the session
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([

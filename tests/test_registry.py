@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,12 +15,13 @@ from torch import nn
 
 from attacks.adapters import FoolboxAttack, TorchattacksAttack
 from attacks.base import Attack
+from attacks.genetic import GeneticAttack
 from attacks.gradient import FGSM, PGD
 from attacks.registry import ATTACKS, available_attacks, make_attack, parse_attack_kwargs
 from robustness.core.validation import ParameterError
 
-pytest.importorskip("torchattacks")
-pytest.importorskip("foolbox")
+ROOT = Path(__file__).resolve().parents[1]
+needs_torchattacks = pytest.mark.torchattacks
 
 
 # --- make_attack ------------------------------------------------------------------
@@ -28,8 +32,10 @@ pytest.importorskip("foolbox")
     ("pgd", {"eps": 0.3, "steps": 5}, PGD, "linf"),
     ("pgd", {"eps": 0.3, "norm": "linf"}, PGD, "linf"),
     ("pgd-l2", {"eps": 2.0}, PGD, "l2"),
-    ("torchattacks:CW", {"c": 1.0, "steps": 50}, TorchattacksAttack, "l2"),
-    ("torchattacks:PGD", {"eps": 0.3}, TorchattacksAttack, "linf"),
+    pytest.param("torchattacks:CW", {"c": 1.0, "steps": 50}, TorchattacksAttack, "l2",
+                 marks=needs_torchattacks),
+    pytest.param("torchattacks:PGD", {"eps": 0.3}, TorchattacksAttack, "linf",
+                 marks=needs_torchattacks),
     ("foolbox:LinfDeepFoolAttack", {}, FoolboxAttack, "linf"),
     ("foolbox:LinfPGD", {"eps": 0.3, "steps": 10}, FoolboxAttack, "linf"),
 ])
@@ -47,10 +53,34 @@ def test_make_attack_passes_kwargs_through() -> None:
     assert (attack.eps, attack.steps, attack.step_size, attack.seed) == (0.1, 7, 0.02, 3)
 
 
-def test_genetic_is_built_lazily() -> None:
-    genetic = pytest.importorskip("attacks.genetic")
-    attack = make_attack("genetic", eps=0.3, generations=5)
-    assert isinstance(attack, genetic.GeneticAttack)
+def test_genetic_builds_by_name() -> None:
+    attack = make_attack("genetic", eps=0.3, generations=5, population=6)
+    assert type(attack) is GeneticAttack
+    assert (attack.eps, attack.generations, attack.population) == (0.3, 5, 6)
+
+
+# In a fresh interpreter: this session has long since imported every module.
+_LAZY_PROBE = """
+import sys
+import attacks.registry as registry
+lazy = ("attacks.genetic", "torchattacks", "foolbox")
+print(*(m in sys.modules for m in lazy))
+registry.make_attack("genetic", eps=0.3, generations=5)
+print(*(m in sys.modules for m in lazy))
+registry.make_attack("foolbox:LinfPGD", eps=0.3)
+print(*(m in sys.modules for m in lazy))
+"""
+
+
+def test_genetic_and_the_libraries_are_imported_lazily() -> None:
+    # The registry imports attacks.genetic only when a genetic attack is built, and the
+    # adapters import their library only when one of its attacks is built.
+    run = subprocess.run([sys.executable, "-c", _LAZY_PROBE], cwd=ROOT, capture_output=True,
+                         text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["False False False",  # after importing the registry
+                                       "True False False",   # after building a genetic attack
+                                       "True False True"]    # after building a foolbox attack
 
 
 @pytest.mark.parametrize(("spec", "kwargs", "match"), [
@@ -58,7 +88,8 @@ def test_genetic_is_built_lazily() -> None:
     ("PGD", {}, r"did you mean 'pgd'"),
     ("torchattack:CW", {}, r"did you mean 'torchattacks'"),
     ("cw", {}, r"'torchattacks:NAME', 'foolbox:NAME'"),
-    ("torchattacks:Nope", {}, r"'name' parameter of TorchattacksAttack"),
+    pytest.param("torchattacks:Nope", {}, r"'name' parameter of TorchattacksAttack",
+                 marks=needs_torchattacks),
     ("foolbox:LinfPDG", {"eps": 0.3}, r"did you mean 'LinfPGD'"),
     ("pgd", {"epsilon": 0.3}, r"'epsilon' parameter of PGD .*did you mean 'eps'"),
     ("fgsm", {"steps": 3}, r"'steps' parameter of FGSM"),
@@ -66,7 +97,8 @@ def test_genetic_is_built_lazily() -> None:
     ("pgd", {"eps": -0.1}, r"'eps' parameter of PGD must be a finite float"),
     ("pgd", {"eps": float("nan")}, r"'eps' parameter of PGD must be a finite float"),
     ("fgsm", {"eps": "0.3"}, r"'eps' parameter of FGSM"),
-    ("torchattacks:PGD", {"eps": -1.0}, r"'eps' parameter of TorchattacksAttack"),
+    pytest.param("torchattacks:PGD", {"eps": -1.0}, r"'eps' parameter of TorchattacksAttack",
+                 marks=needs_torchattacks),
     ("foolbox:LinfPGD", {"eps": float("nan")}, r"'eps' parameter of FoolboxAttack"),
 ])
 def test_make_attack_rejects_bad_specs(spec: str, kwargs: dict[str, object], match: str) -> None:
@@ -74,11 +106,28 @@ def test_make_attack_rejects_bad_specs(spec: str, kwargs: dict[str, object], mat
         make_attack(spec, **kwargs)
 
 
+@needs_torchattacks
 def test_available_attacks_lists_ours_then_the_libraries() -> None:
     names = available_attacks()
     assert names[:len(ATTACKS)] == ["fgsm", "pgd", "pgd-l2", "genetic"]
     assert {"torchattacks:CW", "torchattacks:PGDL2", "foolbox:LinfDeepFoolAttack",
             "foolbox:L2CarliniWagnerAttack", "foolbox:GenAttack"} <= set(names)
+    assert available_attacks(libraries=False) == list(ATTACKS)
+
+
+def test_available_attacks_leaves_out_a_library_that_is_not_installed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import attacks.adapters as adapters
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # "import torchattacks" fails
+    adapters._torchattacks_classes.cache_clear()
+    try:
+        names = available_attacks()
+    finally:
+        adapters._torchattacks_classes.cache_clear()
+    assert names[:len(ATTACKS)] == list(ATTACKS)
+    assert not [n for n in names if n.startswith("torchattacks:")]
+    assert {"foolbox:LinfPGD", "foolbox:LinfDeepFoolAttack", "foolbox:GenAttack"} <= set(names)
     assert available_attacks(libraries=False) == list(ATTACKS)
 
 
@@ -130,11 +179,12 @@ SPECS = {
     "foolbox:LinfPGD": {"eps": 0.1, "steps": 2},
     "foolbox:LinfDeepFoolAttack": {"steps": 2},
 }
+# Only the torchattacks adapters need the optional library; every other attack runs always.
+SPEC_PARAMS = [pytest.param(spec, marks=needs_torchattacks)
+               if spec.startswith("torchattacks:") else spec for spec in SPECS]
 
 
 def _attack(spec: str) -> Attack:
-    if spec == "genetic":
-        pytest.importorskip("attacks.genetic")
     return make_attack(spec, **SPECS[spec])
 
 
@@ -169,7 +219,7 @@ BAD_INPUTS = ["nan pixel", "pixel > 1", "pixel < 0", "label out of range", "x/y 
 
 
 @pytest.mark.parametrize("problem", BAD_INPUTS)
-@pytest.mark.parametrize("spec", list(SPECS))
+@pytest.mark.parametrize("spec", SPEC_PARAMS)
 def test_bad_input_raises_parameter_error_naming_it(
         trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor],
         spec: str, problem: str) -> None:

@@ -136,7 +136,7 @@ def run_task(task: Task, model: nn.Module, craft: nn.Module, x: torch.Tensor, y:
     return TaskResult(task=task, fooled=pred != ys, perturbation_norm=batch.perturbation_norm,
                       queries=batch.queries, gradient_evaluations=batch.gradient_evaluations,
                       seconds=batch.wall_time_s, norm=attack.norm,
-                      threat_model="transfer" if transfer else type(attack).threat_model,
+                      threat_model="transfer" if transfer else attack.threat_model,
                       description=repr(attack))
 
 
@@ -198,7 +198,7 @@ def _outcome(spec: AttackSpec, eps: float, merged: _Merged | None, idx: torch.Te
         attack = spec.build(eps if spec.bounded() else None)
         broken = torch.zeros(0, dtype=torch.bool)
         norms = queries = grads = torch.zeros(0)
-        seconds, norm, threat, description = 0.0, attack.norm, type(attack).threat_model, \
+        seconds, norm, threat, description = 0.0, attack.norm, attack.threat_model, \
             repr(attack)
     else:
         first = merged.parts[0]
@@ -220,7 +220,8 @@ def _outcome(spec: AttackSpec, eps: float, merged: _Merged | None, idx: torch.Te
         median_perturbation=float(norms[broken].median()) if bool(broken.any()) else None,
         queries=float(queries.double().median()) if len(queries) else 0.0,
         seconds=seconds, n=n, n_attacked=len(broken),
-        gradient_evaluations=int(grads.sum()) if len(grads) else 0, description=description)
+        gradient_evaluations=int(grads.sum()) if len(grads) else 0, description=description,
+        robust_samples=_bits(robust))
     single_step = bool(len(grads)) and int(grads.max()) == 1
     return Outcome(result=result, robust=robust, single_step=single_step)
 
@@ -382,7 +383,13 @@ def worst_case(eps: float, correct: torch.Tensor,
     k = int(robust.sum())
     lo, hi = wilson_interval(k, n)
     return WorstCase(eps=eps, robust_accuracy=k / n, ci_low=lo, ci_high=hi, n=n,
-                     attacks=[name for name, _ in robust_by_attack], broken_by=broken_by)
+                     attacks=[name for name, _ in robust_by_attack], broken_by=broken_by,
+                     robust_samples=_bits(robust))
+
+
+def _bits(mask: torch.Tensor) -> str:
+    """(N,) bool -> "0110...": per-sample outcomes that stay compact in JSON."""
+    return "".join("1" if v else "0" for v in mask.tolist())
 
 
 __all__ = ["AttackSpecLike", "Plan", "Task", "TaskResult", "evaluate", "merge", "plan",

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from robustness.core.io import write_json
 from robustness.core.text import markdown_table
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added per-sample outcomes (``robust_samples``); 1 still loads
+READABLE_VERSIONS = (1, 2)
 SEVERITIES = ("info", "warning", "error")
 
 
@@ -46,6 +47,7 @@ class AttackResult:
     n_attacked: int
     gradient_evaluations: int
     description: str
+    robust_samples: str = ""  # per sample in data order: "1" robust, "0" not ("" if unknown)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class WorstCase:
     n: int
     attacks: list[str]
     broken_by: dict[str, int]
+    robust_samples: str = ""  # per sample in data order: "1" robust, "0" not ("" if unknown)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,15 @@ class RobustnessReport:
         have = ", ".join(f"{w.eps:g}" for w in self.worst_case)
         raise KeyError(f"no worst case at eps {eps:g}; have: {have}")
 
+    def robust_mask(self, attack: str, eps: float) -> list[bool]:
+        """Per sample, in data order: robust to ``attack`` at ``eps`` (``attack="worst case"``
+        for the worst case across attacks). Paired comparisons between runs use these."""
+        row = self.worst(eps) if attack == "worst case" else self.result(attack, eps)
+        if len(row.robust_samples) != self.n_samples:
+            raise KeyError(f"this report has no per-sample outcomes for {attack!r} at eps "
+                           f"{eps:g} (written before schema version 2)")
+        return [c == "1" for c in row.robust_samples]
+
     @property
     def eps_values(self) -> list[float]:
         """The budgets evaluated, ascending."""
@@ -129,7 +141,7 @@ class RobustnessReport:
             worst_case=[WorstCase(**w) for w in data["worst_case"]],
             findings=[Finding(**f) for f in data["findings"]],
             provenance=data["provenance"],
-            schema_version=data["schema_version"],
+            schema_version=SCHEMA_VERSION,
         )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -164,6 +176,7 @@ class RobustnessReport:
 _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _PROB = {"type": "number", "minimum": 0, "maximum": 1}
+_SAMPLES = {"type": "string", "pattern": "^[01]*$"}
 
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -173,13 +186,13 @@ REPORT_SCHEMA: dict[str, Any] = {
                  "findings", "provenance"],
     "additionalProperties": False,
     "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {"enum": list(READABLE_VERSIONS)},
         "clean_accuracy": _PROB,
         "n_samples": {"type": "integer", "minimum": 1},
         "results": {"type": "array", "items": {
             "type": "object",
             "additionalProperties": False,
-            "required": list(AttackResult.__dataclass_fields__),
+            "required": [f.name for f in fields(AttackResult) if f.default is MISSING],
             "properties": {
                 "attack": {"type": "string"},
                 "eps": {"type": "number", "minimum": 0},
@@ -193,18 +206,20 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "n_attacked": {"type": "integer", "minimum": 0},
                 "gradient_evaluations": {"type": "integer", "minimum": 0},
                 "description": {"type": "string"},
+                "robust_samples": _SAMPLES,
             },
         }},
         "worst_case": {"type": "array", "items": {
             "type": "object",
             "additionalProperties": False,
-            "required": list(WorstCase.__dataclass_fields__),
+            "required": [f.name for f in fields(WorstCase) if f.default is MISSING],
             "properties": {
                 "eps": {"type": "number", "minimum": 0},
                 "robust_accuracy": _PROB, "ci_low": _PROB, "ci_high": _PROB,
                 "n": {"type": "integer", "minimum": 1},
                 "attacks": {"type": "array", "items": {"type": "string"}},
                 "broken_by": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "robust_samples": _SAMPLES,
             },
         }},
         "findings": {"type": "array", "items": {

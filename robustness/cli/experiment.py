@@ -8,42 +8,25 @@ trained models and members, which a re-run with the same settings reuses.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from pathlib import Path
 from typing import Any
 
-from robustness.core.argtypes import non_negative_int, positive_fraction, positive_int
+from robustness.cli.common import DATA_HELP, add_out_option, add_seed_option
+from robustness.core.argtypes import choice_list, int_list, positive_fraction, positive_int
+
+# = ensembles.sampling.PLANS, copied to keep `robustness --help` torch-free (tests check it).
+SAMPLING_NAMES = ("bootstrap", "subsample", "uniform")
 
 # Options the --quick preset sets unless given explicitly (see ExperimentConfig.quick).
 _TUNABLE = ("members", "n", "n_adaptive", "n_genetic", "pgd_steps", "generations",
             "population", "epochs")
 
-
-def _sizes(text: str) -> list[int]:
-    """argparse type: comma-separated ensemble sizes, each >= 1."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated ensemble sizes such as 5,25,50; got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected ensemble sizes >= 1 such as 5,25,50; got {text!r}")
-    return values
+_ensemble_sizes = functools.partial(int_list, low=1,
+                                    expected="ensemble sizes >= 1 such as 5,25,50")
 
 
-def _samplings(text: str) -> list[str]:
-    from ensembles.sampling import PLANS
-
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in values if v not in PLANS]
-    if not values or bad:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated subset of {','.join(PLANS)}; got {text!r}")
-    return values
-
-
-def add_experiment_parser(sub: Any, data_help: str) -> argparse.ArgumentParser:
+def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``robustness experiment ensembles`` on the sub-parsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "experiment", help="re-run a published experiment (ensembles)",
@@ -57,11 +40,11 @@ def add_experiment_parser(sub: Any, data_help: str) -> argparse.ArgumentParser:
                     "white-box PGD on the ensemble, and the genetic black-box attack. Writes "
                     "OUT/results.json and OUT/results.md; trained members are kept in OUT and "
                     "reused by a re-run (a killed run resumes).")
-    e.add_argument("--data", default="mnist", help=data_help + " (default: %(default)s)")
+    e.add_argument("--data", default="mnist", help=DATA_HELP + " (default: %(default)s)")
     e.add_argument("--data-root", default=None, help="directory of the dataset files")
-    e.add_argument("--members", type=_sizes, default=None,
+    e.add_argument("--members", type=_ensemble_sizes, default=None,
                    help="ensemble sizes, nested (default: 5,25,50; --quick: 2,5)")
-    e.add_argument("--samplings", type=_samplings, default=None,
+    e.add_argument("--samplings", type=choice_list(SAMPLING_NAMES), default=None,
                    help="sampling plans (default: uniform,bootstrap,subsample)")
     e.add_argument("--eps", type=positive_fraction, default=0.2,
                    help="L-inf budget of FGSM, PGD and the genetic attack; 0.2 is the budget "
@@ -69,7 +52,7 @@ def add_experiment_parser(sub: Any, data_help: str) -> argparse.ArgumentParser:
     e.add_argument("--train-eps", type=positive_fraction, default=0.3,
                    help="FGSM budget during adversarial training, as in the original "
                         "(default: %(default)s)")
-    e.add_argument("--genetic-members", type=_sizes, default=None,
+    e.add_argument("--genetic-members", type=_ensemble_sizes, default=None,
                    help="ensemble sizes the genetic attack runs on, a subset of --members "
                         "(default: the largest; it costs ~100 forward passes per image)")
     e.add_argument("--n", type=positive_int, default=None,
@@ -88,12 +71,11 @@ def add_experiment_parser(sub: Any, data_help: str) -> argparse.ArgumentParser:
                    help="training epochs of every model and member (default: 6; quick 3)")
     e.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="training precision (default: bf16 on CPUs with AMX, else fp32)")
-    e.add_argument("--seed", type=non_negative_int, default=0,
-                   help="seed of the data split, every model and member (default: %(default)s)")
+    add_seed_option(e, "the data split, every model and member")
     e.add_argument("--quick", action="store_true",
                    help="smaller N, fewer images and epochs: a few minutes on 2 cores")
     e.add_argument("--progress", action="store_true", help="progress bars on stderr")
-    e.add_argument("--out", required=True, type=Path, help="run directory to write into")
+    add_out_option(e)
     return p
 
 

@@ -1,8 +1,9 @@
 """pytest plugin: robustness gates in a test suite.
 
 Registered through the ``pytest11`` entry point ``robustness`` (disable it with
-``-p no:robustness``). Importing it imports neither torch nor the harness: those load on
-first use, when a test declares a gate, so suites without gates pay nothing.
+``-p no:robustness``). Importing it imports :mod:`robustness.gates` but neither torch nor
+the evaluation engine: those load on first use, when a test declares a gate, so suites
+without gates pay nothing.
 
 Declare a gate with the marker and run it with the fixture::
 
@@ -32,28 +33,29 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from robustness.core.argtypes import fraction, non_negative_int, positive_int
-from robustness.gate_cli import BUDGET_NAMES, RULE_NAMES
+from robustness.gates.artifacts import results_document
+from robustness.gates.baseline import Baseline, RobustnessRegression
+from robustness.gates.config import GATE_KEYS, gate_from_mapping
+from robustness.gates.errors import GateConfigError, GateFailure
+from robustness.gates.gate import (
+    BUDGETS,
+    DEFAULT_BUDGET,
+    Gate,
+    GateDefaults,
+    GateResult,
+    PreparedGate,
+    Resources,
+    error_result,
+)
+from robustness.gates.threshold import DEFAULT_RULE, RULES, Threshold
 
 if TYPE_CHECKING:
     from torch import nn
 
     from robustness.evaluation.report import RobustnessReport
-    from robustness.gates import (
-        Baseline,
-        Gate,
-        GateDefaults,
-        GateResult,
-        PreparedGate,
-        Resources,
-        RobustnessRegression,
-    )
 
 MARKER = "robustness"
 FIXTURE = "robustness_gate"
-# = robustness.gates.GATE_KEYS (tests check it), spelled out so registering the marker
-# never imports torch.
-MARKER_KEYS = ("name", "model", "data", "attacks", "budget", "n", "seed", "eps",
-               "robust_accuracy", "attack", "max_drop", "rule", "thresholds")
 
 _gate_key = pytest.StashKey["Gate"]()
 _call_key = pytest.StashKey[pytest.TestReport]()
@@ -64,7 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """The ``--robustness-*`` options (defaults for every gate that does not set its own)."""
     group = parser.getgroup("robustness", "robustness gates (robustness_gate fixture, "
                                           "@pytest.mark.robustness)")
-    group.addoption("--robustness-budget", choices=BUDGET_NAMES, default="fast",
+    group.addoption("--robustness-budget", choices=tuple(BUDGETS), default=DEFAULT_BUDGET,
                     help="attack preset of gates that name no attacks: 'fast' (FGSM + 10-step "
                          "PGD, 500 images) or 'standard' (FGSM + 40-step PGD x2 restarts + "
                          "genetic, 1000 images) (default: %(default)s)")
@@ -72,7 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="test images per gate (default: the budget's)")
     group.addoption("--robustness-seed", type=non_negative_int, default=0, metavar="SEED",
                     help="seed of the attacks (default: %(default)s)")
-    group.addoption("--robustness-rule", choices=RULE_NAMES, default="upper",
+    group.addoption("--robustness-rule", choices=tuple(RULES), default=DEFAULT_RULE,
                     help="'upper': fail only when even the 95%% CI upper bound is below the "
                          "threshold; 'point': fail when the point estimate is (default: "
                          "%(default)s)")
@@ -98,7 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(**gate): declare a robustness gate run by the {FIXTURE} fixture; keys: "
-        f"{', '.join(MARKER_KEYS)}")
+        f"{', '.join(GATE_KEYS)}")
     opt = config.option
     if getattr(opt, "robustness_update_baseline", False) and opt.robustness_baseline is None:
         raise pytest.UsageError("--robustness-update-baseline needs --robustness-baseline PATH "
@@ -114,10 +116,10 @@ class GateSession:
     def __init__(self, config: pytest.Config) -> None:
         opt = config.option
         self.rootpath = config.rootpath
-        self.budget: str = getattr(opt, "robustness_budget", "fast")
+        self.budget: str = getattr(opt, "robustness_budget", DEFAULT_BUDGET)
         self.n: int | None = getattr(opt, "robustness_n", None)
         self.seed: int = getattr(opt, "robustness_seed", 0)
-        self.rule: str = getattr(opt, "robustness_rule", "upper")
+        self.rule: str = getattr(opt, "robustness_rule", DEFAULT_RULE)
         self.max_drop: float = getattr(opt, "robustness_max_drop", 0.0)
         self.json_path: Path | None = getattr(opt, "robustness_json", None)
         self.baseline_path: Path | None = getattr(opt, "robustness_baseline", None)
@@ -132,22 +134,16 @@ class GateSession:
     def resources(self) -> Resources:
         """Checkpoints and datasets loaded once per session."""
         if self._resources is None:
-            from robustness.gates import Resources
-
             self._resources = Resources()
         return self._resources
 
     def defaults(self) -> GateDefaults:
         """The options as :class:`~robustness.gates.GateDefaults`."""
-        from robustness.gates import GateDefaults
-
         return GateDefaults(budget=self.budget, n=self.n, seed=self.seed, rule=self.rule,
                             max_drop=self.max_drop)
 
     def load_baseline(self) -> None:
         """Read the baseline file (an absent file is an empty baseline)."""
-        from robustness.gates import Baseline, GateConfigError
-
         if self.baseline_path is None or self.baseline is not None:
             return
         try:
@@ -164,8 +160,6 @@ def _gate_for(item: pytest.Item, session: GateSession) -> Gate | None:
     markers = list(item.iter_markers(MARKER))
     if not markers:
         return None
-    from robustness.gates import GateConfigError, gate_from_mapping
-
     values: dict[str, Any] = {}
     for mark in reversed(markers):  # farthest first, so the closest marker wins per key
         if mark.args:
@@ -253,8 +247,6 @@ class GateFixture:
             The gate cannot judge robustness (no model, untrained model, mismatched data).
         """
         __tracebackhide__ = True
-        from robustness.gates import GateConfigError, GateFailure, error_result
-
         if self.result is not None:
             raise GateConfigError(f"{FIXTURE}.check() already ran for gate "
                                   f"'{self.gate.name}'; call it once per test.")
@@ -285,8 +277,6 @@ def robustness_gate(request: pytest.FixtureRequest) -> Generator[GateFixture]:
     calling it errors at teardown, since its gate never ran.
     """
     __tracebackhide__ = True
-    from robustness.gates import GateConfigError, error_result
-
     session = request.config.stash[_session_key]
     gate = request.node.stash[_gate_key]
     prepared = None
@@ -318,13 +308,12 @@ def pytest_runtest_makereport(item: pytest.Item,
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object,
                               right: object) -> list[str] | None:
     """Explain a failed ``report >= Threshold(...)``: figures, rule, worst attack, table."""
-    gates = sys.modules.get("robustness.gates")
     report_mod = sys.modules.get("robustness.evaluation.report")
-    if gates is None or report_mod is None:
-        return None  # no Threshold can exist yet
-    if op == ">=" and isinstance(right, gates.Threshold):
+    if report_mod is None:
+        return None  # no report can exist yet
+    if op == ">=" and isinstance(right, Threshold):
         report, threshold = left, right
-    elif op == "<=" and isinstance(left, gates.Threshold):
+    elif op == "<=" and isinstance(left, Threshold):
         threshold, report = left, right
     else:
         return None
@@ -332,7 +321,7 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object,
         return None
     try:
         verdict = threshold.check(report)
-    except gates.GateConfigError as e:
+    except GateConfigError as e:
         return [f"report >= {threshold!r}", str(e)]
     # Most telling lines first: pytest truncates long explanations unless -vv or on CI.
     lines = verdict.explain().splitlines()
@@ -344,8 +333,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gs = session.config.stash.get(_session_key, None)
     if gs is None or (not gs.results and gs.json_path is None):
         return
-    from robustness.gates import RobustnessRegression, results_document
-
     if gs.update_baseline and gs.baseline is not None:
         for result in gs.results:
             gs.baseline.record(result)

@@ -1,0 +1,149 @@
+"""The ensemble experiment's results: a dataclass and the JSON schema of ``results.json``.
+
+Every accuracy is stored with its 95% Wilson interval beside it (``"transfer": 0.31,
+"transfer_ci": [0.28, 0.34]``); numbers are numbers; the document carries a schema
+version and validates against :data:`EXPERIMENT_SCHEMA` before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_PROB = {"type": "number", "minimum": 0, "maximum": 1}
+_CI = {"type": "array", "items": _PROB, "minItems": 2, "maxItems": 2}
+_FINDINGS = {"type": "array", "items": {
+    "type": "object", "required": ["check", "severity", "message"],
+    "properties": {"check": {"type": "string"}, "severity": {"enum": ["info", "warning", "error"]},
+                   "message": {"type": "string"}}}}
+
+
+def _measured(*names: str, nullable: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Properties for accuracies ``name`` with their intervals ``name_ci``."""
+    out: dict[str, Any] = {}
+    for name in names:
+        null = name in nullable
+        out[name] = {"oneOf": [_PROB, {"type": "null"}]} if null else _PROB
+        out[f"{name}_ci"] = {"oneOf": [_CI, {"type": "null"}]} if null else _CI
+    return out
+
+
+def _required(*names: str) -> list[str]:
+    return [k for n in names for k in (n, f"{n}_ci")]
+
+
+_ROW = {
+    "type": "object",
+    "required": ["sampling", "n_members", "with_baseline", "aggregation",
+                 *_required("clean", "transfer", "adaptive", "genetic"), "adaptive_by_attack",
+                 "genetic_median_queries", "findings", "published_transfer"],
+    "properties": {
+        "sampling": {"type": "string"}, "n_members": {"type": "integer", "minimum": 1},
+        "with_baseline": {"type": "boolean"}, "aggregation": {"enum": ["mean", "max", "vote"]},
+        **_measured("clean", "transfer", "adaptive", "genetic", nullable=("genetic",)),
+        "adaptive_by_attack": {"type": "object", "additionalProperties": _PROB},
+        "genetic_median_queries": {"type": ["number", "null"]},
+        "findings": _FINDINGS,
+        "published_transfer": {"type": ["number", "null"]},
+    },
+}
+
+EXPERIMENT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Ensemble experiment results",
+    "type": "object",
+    "required": ["schema_version", "experiment", "config", "dataset", "n_images",
+                 "single_models", "findings", "members", "ensembles", "published", "verdicts",
+                 "timings_s", "resumed", "seconds", "versions"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "experiment": {"const": "ensembles"},
+        "config": {"type": "object"},
+        "dataset": {"type": "object"},
+        "n_images": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "single_models": {"type": "object", "required": ["baseline", "adversarially_trained"],
+                          "properties": {
+                              "baseline": {"type": "object", "required": _required(
+                                  "clean", "fgsm_own", "pgd_own"),
+                                  "properties": _measured("clean", "fgsm_own", "pgd_own")},
+                              "adversarially_trained": {"type": "object", "required": _required(
+                                  "clean", "on_baseline_adversarials", "fgsm_own", "pgd_own"),
+                                  "properties": _measured("clean", "on_baseline_adversarials",
+                                                          "fgsm_own", "pgd_own")}}},
+        "findings": {"type": "object", "additionalProperties": _FINDINGS},
+        "members": {"type": "array", "items": {"type": "object"}},
+        "ensembles": {"type": "array", "items": _ROW},
+        "published": {"type": "object"},
+        "verdicts": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["answer", "line", "sign_test_p"],
+            "properties": {"sign_test_p": _PROB}}},
+        "timings_s": {"type": "object", "additionalProperties": {"type": "number"}},
+        "resumed": {"type": "object"},
+        "seconds": {"type": "number", "minimum": 0},
+        "versions": {"type": "object"},
+    },
+}
+
+
+class ResultsSchemaError(ValueError):
+    """A results document does not match :data:`EXPERIMENT_SCHEMA`."""
+
+
+def validate_results(data: Any) -> None:
+    """Raise :class:`ResultsSchemaError` naming the first offending field, if any."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(data, EXPERIMENT_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ResultsSchemaError(f"results.json is not a valid ensemble-experiment result at "
+                                 f"{where}: {e.message}") from None
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """``results.json`` of ``robustness experiment ensembles`` as typed, validated data."""
+
+    schema_version: int
+    experiment: str
+    config: dict[str, Any]
+    dataset: dict[str, Any]
+    n_images: dict[str, int]
+    single_models: dict[str, dict[str, Any]]
+    findings: dict[str, list[dict[str, Any]]]
+    members: list[dict[str, Any]]
+    ensembles: list[dict[str, Any]]
+    published: dict[str, Any]
+    verdicts: dict[str, dict[str, Any]]
+    timings_s: dict[str, float]
+    resumed: dict[str, Any]
+    seconds: float
+    versions: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data, as written to ``results.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentResult:
+        """Validate against the schema, then build (unknown keys are refused)."""
+        validate_results(data)
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ResultsSchemaError(f"results.json has unknown keys: {', '.join(extra)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ExperimentResult:
+        """Read a ``results.json`` (or the run directory holding one)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "results.json"
+        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))

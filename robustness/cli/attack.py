@@ -1,0 +1,84 @@
+"""``robustness attack``: attack a checkpoint and save the adversarial examples."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from robustness.cli.common import (
+    add_checkpoint_option,
+    add_data_options,
+    add_n_option,
+    add_out_option,
+    add_seed_option,
+    load_data,
+)
+from robustness.core.argtypes import number
+
+
+def add_attack_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``robustness attack`` on the ``robustness`` command's sub-parsers."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "attack", help="attack a trained checkpoint and save the adversarial examples",
+        description="Attack a checkpoint on a dataset's test split. Writes OUT/adversarial."
+                    "safetensors (x_adv, labels, predictions, success, norms), OUT/summary."
+                    "json and OUT/grid.png.")
+    add_checkpoint_option(p)
+    add_data_options(p)
+    p.add_argument("--attack", required=True,
+                   help="attack name: fgsm, pgd, pgd-l2, genetic, torchattacks:NAME, "
+                        "foolbox:NAME (see --list-attacks)")
+    p.add_argument("--eps", type=number, default=None,
+                   help="perturbation budget in the attack's norm (required by bounded attacks)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra attack hyperparameter, repeatable, e.g. --param steps=40 "
+                        "--param step_size=0.01 (values parsed as JSON where possible)")
+    add_n_option(p, "attack")
+    add_seed_option(p, "the attack and the data split")
+    add_out_option(p)
+    return p
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    """``robustness attack``."""
+    from attacks.registry import make_attack, parse_attack_kwargs
+    from reports.figures import image_grid
+    from robustness.checkpoint import load_checkpoint
+    from robustness.core.io import write_json, write_tensors
+    from robustness.core.validation import invalid
+
+    model, meta = load_checkpoint(args.model)
+    data = load_data(args)
+    if data.input_shape != tuple(meta.input_shape):
+        raise invalid("robustness attack", "--data", f"images of shape {meta.input_shape} "
+                      f"(the checkpoint's input shape)", f"{data.name} with images of shape "
+                      f"{data.input_shape}", raw=True)
+    kwargs = parse_attack_kwargs(args.param)
+    if args.eps is not None:
+        kwargs["eps"] = args.eps
+    kwargs.setdefault("seed", args.seed)
+    attack = make_attack(args.attack, **kwargs)
+    x, y = data.x_test[:args.n], data.y_test[:args.n]
+    batch = attack(model, x, y)
+    summary = {**batch.summary(), "robust_accuracy": batch.robust_accuracy(y),
+               "clean_accuracy": float((model(x).argmax(1) == y).float().mean()),
+               "attack_name": args.attack, "checkpoint": str(args.model),
+               "dataset": data.to_dict_meta(), "model": meta.to_dict()}
+    tensors = {"x_adv": batch.x_adv, "labels": y, "predictions": batch.predictions,
+               "success": batch.success, "perturbation_norm": batch.perturbation_norm,
+               "queries": batch.queries}
+    if batch.targets is not None:
+        tensors["targets"] = batch.targets
+    write_tensors(args.out / "adversarial.safetensors", tensors)
+    write_json(args.out / "summary.json", summary)
+    k = min(20, len(x))
+    titles = [f"{int(a)}->{int(b)}" + (" ok" if s else "") for a, b, s in
+              zip(y[:k], batch.predictions[:k], batch.success[:k], strict=True)]
+    image_grid(args.out / "grid.png", batch.x_adv[:k], titles, columns=10,
+               suptitle=f"{args.attack} eps={batch.eps}: label->prediction")
+    print(f"{batch.attack} on {len(x)} {data.name} test images: clean accuracy "
+          f"{summary['clean_accuracy']:.3f}, robust accuracy {summary['robust_accuracy']:.3f}, "
+          f"success rate {summary['success_rate']:.3f}, median perturbation "
+          f"{summary['median_perturbation']:.4f} ({batch.norm}), {batch.wall_time_s:.1f} s.")
+    print(f"Wrote {args.out}/adversarial.safetensors, summary.json, grid.png")
+    return 0

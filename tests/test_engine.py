@@ -1,0 +1,101 @@
+"""The evaluation engine's seams: plan -> run_task -> merge, and per-sample outcomes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from torch import nn
+
+from robustness.core.modes import eval_mode, predict
+from robustness.data import Dataset
+from robustness.evaluation import (
+    RobustnessReport,
+    evaluate,
+    merge,
+    plan,
+    run_task,
+)
+
+N = 120
+ATTACKS = ["fgsm", "pgd(steps=5)"]
+SHARD = 37  # random starts are drawn per attack call, so shards must match the local run's
+
+
+@pytest.fixture(scope="module")
+def report(trained_convnet: nn.Module, mnist: Dataset) -> RobustnessReport:
+    return evaluate(trained_convnet, mnist, ATTACKS, [0.1, 0.2], n=N, seed=0, checks=False,
+                    batch_size=SHARD)
+
+
+def test_sharded_tasks_merged_in_any_order_equal_the_local_run(
+        trained_convnet: nn.Module, mnist: Dataset, report: RobustnessReport) -> None:
+    x, y = mnist.x_test[:N], mnist.y_test[:N]
+    correct = predict(trained_convnet, x).argmax(1) == y
+    xa, ya = x[correct], y[correct]
+    the_plan = plan(ATTACKS, [0.2, 0.1], n_attacked=len(xa), seed=0, shard_size=SHARD)
+    assert the_plan.eps == (0.1, 0.2)
+    assert len(the_plan.tasks) == 2 * 2 * -(-len(xa) // SHARD)  # attacks x eps x shards
+    with eval_mode(trained_convnet):
+        results = [run_task(t, trained_convnet, trained_convnet, xa, ya, seed=0, transfer=False)
+                   for t in the_plan.tasks]
+    random.Random(0).shuffle(results)  # e.g. shards coming back from workers
+    outcomes, worst = merge(the_plan, results, correct)
+    for o in outcomes:
+        local = report.result(o.result.attack, o.result.eps)
+        assert o.result.robust_accuracy == local.robust_accuracy
+        assert o.result.robust_samples == local.robust_samples
+    assert [w.robust_samples for w in worst] == [w.robust_samples for w in report.worst_case]
+
+
+def test_a_missing_shard_is_an_error_not_a_silently_smaller_sample(
+        trained_convnet: nn.Module, mnist: Dataset) -> None:
+    x, y = mnist.x_test[:N], mnist.y_test[:N]
+    correct = predict(trained_convnet, x).argmax(1) == y
+    the_plan = plan(["fgsm"], [0.1], n_attacked=int(correct.sum()), seed=0, shard_size=1000)
+    with pytest.raises(ValueError, match="a result for every task"):
+        merge(the_plan, [], correct)
+
+
+def test_per_sample_outcomes_agree_with_the_rates_and_the_worst_case(
+        report: RobustnessReport) -> None:
+    for r in report.results:
+        mask = report.robust_mask(r.attack, r.eps)
+        assert len(mask) == N
+        assert sum(mask) / N == pytest.approx(r.robust_accuracy)
+    for eps in report.eps_values:
+        worst = report.robust_mask("worst case", eps)
+        by_attack = [report.robust_mask(a, eps) for a in ATTACKS]
+        assert worst == [all(bits) for bits in zip(*by_attack, strict=True)]
+
+
+def test_per_sample_outcomes_survive_json(report: RobustnessReport) -> None:
+    again = RobustnessReport.from_dict(report.to_dict())
+    assert again == report
+    assert again.robust_mask("fgsm", 0.1) == report.robust_mask("fgsm", 0.1)
+
+
+def test_a_version_1_report_loads_but_has_no_per_sample_outcomes(
+        report: RobustnessReport) -> None:
+    old = report.to_dict()
+    old["schema_version"] = 1
+    for row in (*old["results"], *old["worst_case"]):
+        del row["robust_samples"]
+    loaded = RobustnessReport.from_dict(old)
+    assert loaded.result("fgsm", 0.1).robust_accuracy == report.result("fgsm", 0.1).robust_accuracy
+    with pytest.raises(KeyError, match="no per-sample outcomes"):
+        loaded.robust_mask("fgsm", 0.1)
+
+
+def test_plan_fails_fast_on_a_bad_spec_before_any_work() -> None:
+    with pytest.raises(ValueError, match="did you mean 'pgd'"):
+        plan(["pgdd"], [0.1], n_attacked=10)
+
+
+def test_echo_prints_one_line_per_finished_run(trained_convnet: nn.Module,
+                                               mnist: Dataset) -> None:
+    lines: list[str] = []
+    evaluate(trained_convnet, mnist, ["fgsm"], [0.1, 0.2], n=40, checks=False, batch_size=16,
+             echo=lines.append)
+    assert len(lines) == 2  # one per (attack, eps), not one per shard
+    assert all("fooled" in line for line in lines)
