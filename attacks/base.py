@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final, final
 import torch
 from torch import nn
 
-from robustness.core.modes import eval_mode
+from robustness.core.modes import eval_mode, predict
 from robustness.core.validation import (
     check_bool,
     check_float,
@@ -232,9 +232,7 @@ class Attack(ABC):
                 result = self._run(model, x_in, y, target)
             elapsed = time.perf_counter() - start
             x_adv = result.x_adv.detach()
-            with torch.no_grad():
-                predictions = torch.cat([model(x_adv[i:i + 1024]).argmax(1)
-                                         for i in range(0, x_adv.shape[0], 1024)])
+            predictions = predict(model, x_adv, batch_size=1024).argmax(1)
         success = predictions == target if target is not None else predictions != y
         return AdversarialBatch(
             x_adv=x_adv,

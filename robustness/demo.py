@@ -40,7 +40,7 @@ def _torchattacks_available() -> bool:
 
 
 def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 0.2, 0.3),
-             n_eval: int = 1000, seed: int = 0, progress: bool = True,
+             n: int = 1000, seed: int = 0, progress: bool = True,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, attack, report. Writes ``model.safetensors``, ``results.json``, ``results.md``
     and ``examples.png`` to ``out`` and returns the results dictionary.
@@ -53,7 +53,7 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
         Training epochs for the ConvNet (10 reach ~0.96 test accuracy in ~15 s).
     eps
         L-inf budgets to attack at, each in [0, 1].
-    n_eval
+    n
         Number of test images to attack (the `mnist` test split has 1,000).
     seed
         Seeds the model initialisation, training and the attacks' random starts.
@@ -62,7 +62,7 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
     """
     owner = "demo"
     check_int(owner, "epochs", epochs, low=1)
-    check_int(owner, "n_eval", n_eval, low=1)
+    check_int(owner, "n", n, low=1)
     check_int(owner, "seed", seed, low=0)
     if not eps:
         raise invalid(owner, "eps", "a non-empty list of budgets", list(eps))
@@ -71,7 +71,7 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
     started = time.perf_counter()
 
     data = load_dataset("mnist", seed=seed)
-    x, y = data.x_test[:n_eval], data.y_test[:n_eval]
+    x, y = data.x_test[:n], data.y_test[:n]
     echo(f"Data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test images "
          f"({data.split}); attacking {len(x)} test images.")
     model = build_model("convnet", data.input_shape, data.num_classes, seed=seed)

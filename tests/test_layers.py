@@ -50,3 +50,17 @@ def test_core_does_not_import_torch(module: str) -> None:
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0, \
         f"robustness.core.{module} imports torch at import time"
+
+
+@pytest.mark.parametrize("package", ["robustness", "attacks", "ensembles"])
+def test_every_exported_name_resolves(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+    assert not missing, f"{package}.__all__ names that do not resolve: {missing}"
+
+
+def test_importing_the_top_package_stays_light() -> None:
+    code = "import sys, robustness; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -22,8 +22,9 @@ def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
     add_epochs_option(p)
     p.add_argument("--eps", type=number_list, default=[0.1, 0.2, 0.3],
                    help="comma-separated L-inf budgets (default: 0.1,0.2,0.3)")
-    p.add_argument("--n-eval", type=positive_int, default=1000,
-                   help="test images to attack (default: %(default)s)")
+    p.add_argument("--n", "--n-eval", dest="n", type=positive_int, default=1000,
+                   help="test images to attack (default: %(default)s; --n-eval is the old "
+                        "spelling)")
     add_seed_option(p, "everything random")
     add_no_progress_option(p)
     return p
@@ -33,6 +34,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``robustness demo``."""
     from robustness.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, eps=args.eps, n_eval=args.n_eval, seed=args.seed,
+    run_demo(args.out, epochs=args.epochs, eps=args.eps, n=args.n, seed=args.seed,
              progress=not args.no_progress)
     return 0
