@@ -55,7 +55,6 @@ def _pgd_l2(**kwargs: Any) -> Attack:
 
 
 def _genetic(**kwargs: Any) -> Attack:
-    # Imported on use so that the registry does not depend on the module at import time.
     from attacks.genetic import GeneticAttack
 
     return _build("genetic", GeneticAttack, kwargs)

@@ -257,13 +257,15 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
         t = time.perf_counter()
         members = list(trained.members)
         by_member = [_measure(m, x, y, ["fgsm"], cfg, source=baseline) for m in members]
-        member_transfer = [_accuracy(r, "fgsm")["accuracy"] for r in by_member]
+        member_transfer = [_accuracy(r, "fgsm") for r in by_member]
         member_clean = [r.clean_accuracy for r in by_member]
         for n_members in cfg.members:
+            best = max(member_transfer[:n_members], key=lambda m: m["accuracy"])
             member_stats.append({
                 "sampling": sampling, "n_members": n_members,
-                "best_member_transfer": max(member_transfer[:n_members]),
-                "mean_member_transfer": statistics.fmean(member_transfer[:n_members]),
+                **_flat("best_member_transfer", best),  # its interval is that member's own
+                "mean_member_transfer": statistics.fmean(
+                    m["accuracy"] for m in member_transfer[:n_members]),
                 "mean_member_clean": statistics.fmean(member_clean[:n_members])})
             for with_baseline in ((False, True) if n_members == largest else (False,)):
                 chosen = members[:n_members] + ([baseline] if with_baseline else [])

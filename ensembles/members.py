@@ -167,7 +167,7 @@ def train_members(
     members: list[nn.Module] = []
     log: list[dict[str, Any]] = []
     bar = tqdm(range(n_members), desc=f"members ({sampling.kind})", unit="member",
-               disable=not progress)
+               disable=None if progress else True)  # None: only on a TTY
     for i in bar:
         path = member_path(out_dir, i) if out_dir is not None else None
         if path is not None and path.exists():

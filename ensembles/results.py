@@ -76,7 +76,12 @@ EXPERIMENT_SCHEMA: dict[str, Any] = {
                                   "properties": _measured("clean", "on_baseline_adversarials",
                                                           "fgsm_own", "pgd_own")}}},
         "findings": {"type": "object", "additionalProperties": _FINDINGS},
-        "members": {"type": "array", "items": {"type": "object"}},
+        "members": {"type": "array", "items": {
+            "type": "object",
+            "required": ["sampling", "n_members", *_required("best_member_transfer"),
+                         "mean_member_transfer", "mean_member_clean"],
+            "properties": {**_measured("best_member_transfer"),
+                           "mean_member_transfer": _PROB, "mean_member_clean": _PROB}}},
         "ensembles": {"type": "array", "items": _ROW},
         "published": {"type": "object"},
         "verdicts": {"type": "object", "additionalProperties": {

@@ -114,7 +114,8 @@ def experiment_markdown(result: dict[str, Any]) -> str:
         "",
         markdown_table(["sampling", "N", "best member transfer", "published",
                         "mean member transfer", "mean member clean"],
-                       [[m["sampling"], m["n_members"], m["best_member_transfer"],
+                       [[m["sampling"], m["n_members"],
+                         _with_ci(m["best_member_transfer"], m["best_member_transfer_ci"]),
                          published["best_member"] if m["n_members"] == 50 else None,
                          m["mean_member_transfer"], m["mean_member_clean"]]
                         for m in result["members"]]),

@@ -134,8 +134,9 @@ def train(
             order = torch.randperm(n, generator=shuffle)
             total_loss, correct = 0.0, 0
             batches = range(0, n, batch_size)
-            bar = tqdm(batches, desc=f"{description} {epoch + 1}/{epochs}", disable=not progress,
-                       leave=False, unit="batch")
+            # disable=None: tqdm draws only on a TTY, so logs and CI get no bar lines.
+            bar = tqdm(batches, desc=f"{description} {epoch + 1}/{epochs}",
+                       disable=None if progress else True, leave=False, unit="batch")
             for i in bar:
                 idx = order[i:i + batch_size]
                 xb, yb = x[idx], y[idx]

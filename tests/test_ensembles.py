@@ -24,14 +24,8 @@ from ensembles import (
     train_members,
 )
 from robustness.core.validation import ParameterError
-from robustness.data import Dataset, load_dataset
+from robustness.data import Dataset
 from robustness.models import build_model
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load_dataset("digits")
-
 
 # --- sampling plans -----------------------------------------------------------------
 

@@ -7,14 +7,9 @@ import torch
 
 from attacks.gradient import FGSM
 from robustness.core.validation import ParameterError
-from robustness.data import Dataset, load_dataset
+from robustness.data import Dataset
 from robustness.models import build_model
 from robustness.train import accuracy, attack_hook, train
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load_dataset("digits")
 
 
 def _fit(data: Dataset, seed: int, **kwargs: object) -> torch.nn.Module:
