@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from robustness.core.validation import check_json_schema
+
 SCHEMA_VERSION = 1
 
 _PROB = {"type": "number", "minimum": 0, "maximum": 1}
@@ -101,14 +103,9 @@ class ResultsSchemaError(ValueError):
 
 def validate_results(data: Any) -> None:
     """Raise :class:`ResultsSchemaError` naming the first offending field, if any."""
-    import jsonschema
-
-    try:
-        jsonschema.validate(data, EXPERIMENT_SCHEMA)
-    except jsonschema.ValidationError as e:
-        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise ResultsSchemaError(f"results.json is not a valid ensemble-experiment result at "
-                                 f"{where}: {e.message}") from None
+    check_json_schema(data, EXPERIMENT_SCHEMA,
+                      what="results.json is not a valid ensemble-experiment result",
+                      error=ResultsSchemaError)
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,7 @@ Every loader returns a :class:`Dataset` of fresh float32 tensors in [0, 1].
 from __future__ import annotations
 
 import functools
-import gzip
-import math
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,7 @@ from robustness.core.validation import (
     check_labels,
     invalid,
 )
+from robustness.idx import DataFormatError, bad_file_error, read_idx, read_idx_shared
 
 __all__ = [
     "DATASET_NAMES",
@@ -80,28 +78,8 @@ _NPZ_KEYS = ("x", "y", "x_test", "y_test", "classes")
 # otherwise make us build millions of class names.
 _MAX_IMPLICIT_CLASSES = 100_000
 
-# IDX type byte -> element dtype; multi-byte types are big-endian on disk.
-_IDX_DTYPES: dict[int, np.dtype[Any]] = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
 class DatasetNotFoundError(FileNotFoundError):
     """The files of a dataset are not where we looked; the message lists every path tried."""
-
-
-class DataFormatError(ParameterError):
-    """A data file exists but its content is malformed; the message names the file.
-
-    A :class:`ParameterError` (hence a :class:`ValueError`), so code that reports bad user
-    input catches it too.
-    """
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -207,90 +185,6 @@ class Dataset:
 # --------------------------------------------------------------------------- IDX files
 
 
-def _bad_file(what: str, path: Path | str, expected: str, got: str) -> DataFormatError:
-    """The standard message, adapted to file content: what, where, expected, received."""
-    return DataFormatError(f"{what} {path} must be {expected}. Got {got} instead.")
-
-
-def _parse_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (gzip detected by its magic bytes); may return a read-only view."""
-    raw = path.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _bad_file("The gzip-compressed IDX file", path, "a complete gzip stream",
-                            f"a truncated or corrupt one ({exc})") from None
-    what = "The IDX file"
-    if len(raw) < 4:
-        raise _bad_file(what, path, "at least a 4-byte header",
-                        f"{len(raw)} bytes (file truncated)")
-    type_code, ndim = raw[2], raw[3]
-    if raw[0] != 0 or raw[1] != 0 or type_code not in _IDX_DTYPES or ndim == 0:
-        raise _bad_file(what, path, "an IDX file whose magic number is 00 00 TT DD (TT a type "
-                        "code in 08/09/0b/0c/0d/0e, DD >= 1 dimensions)",
-                        f"magic bytes {raw[:4].hex(' ')} (not an IDX file)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise _bad_file(what, path, f"a {header}-byte header for {ndim} dimensions",
-                        f"{len(raw)} bytes (file truncated)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = _IDX_DTYPES[type_code]
-    count = math.prod(dims)
-    expected, actual = count * dtype.itemsize, len(raw) - header
-    if actual != expected:
-        problem = "file truncated" if actual < expected else "trailing bytes: corrupt file"
-        raise _bad_file(what, path, f"{expected} data bytes for shape {dims} of {dtype.name}",
-                        f"{actual} ({problem})")
-    array = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
-    if dtype.itemsize > 1:
-        array = array.astype(dtype.newbyteorder("="))  # big-endian on disk -> native
-    return array
-
-
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file (the MNIST format), plain or gzip-compressed.
-
-    Parameters
-    ----------
-    path
-        The file. Compression is detected from the content, not the suffix.
-
-    Returns
-    -------
-    numpy.ndarray
-        A fresh, writable array of the shape ``(d1, ..., dn)`` stored in the header, in
-        native byte order: ``(N, H, W)`` uint8 for image files, ``(N,)`` uint8 for labels.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist.
-    DataFormatError
-        Bad magic number, unknown type code, truncated or over-long data, corrupt gzip.
-        The message names ``path``.
-    """
-    array = _parse_idx(Path(path))
-    return array if array.flags.writeable else array.copy()
-
-
-@functools.lru_cache(maxsize=8)
-def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
-    """Parsed IDX file, keyed on (path, mtime, size) so a rewritten file is re-read.
-
-    Read-only: the cache is shared, callers must convert into new arrays.
-    """
-    del mtime_ns, size  # only part of the cache key
-    array = _parse_idx(Path(path))
-    array.flags.writeable = False
-    return array
-
-
-def _read_idx_shared(path: Path) -> np.ndarray:
-    st = path.stat()
-    return _read_idx_cached(str(path), st.st_mtime_ns, st.st_size)
-
-
 def _find_idx_files(directory: Path, *, what: str, how_to_get: str) -> dict[str, Path]:
     """Locate the four IDX files (plain preferred, then ``.gz``) or list every path tried."""
     found: dict[str, Path] = {}
@@ -331,25 +225,25 @@ def _load_idx_dir(directory: Path, *, what: str, how_to_get: str,
     out: list[np.ndarray] = []
     for part in ("train", "test"):
         x_path, y_path = paths[f"x_{part}"], paths[f"y_{part}"]
-        x, y = _read_idx_shared(x_path), _read_idx_shared(y_path)
+        x, y = read_idx_shared(x_path), read_idx_shared(y_path)
         if x.ndim != 3 or x.dtype != np.uint8 or x.shape[0] == 0:
-            raise _bad_file("The IDX image file", x_path, "non-empty uint8 images (N, H, W)",
+            raise bad_file_error("The IDX image file", x_path, "non-empty uint8 images (N, H, W)",
                             f"shape {x.shape} of {x.dtype}")
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise _bad_file("The IDX label file", y_path, "1-d integer labels (N,)",
+            raise bad_file_error("The IDX label file", y_path, "1-d integer labels (N,)",
                             f"shape {y.shape} of {y.dtype}")
         if y.shape[0] != x.shape[0]:
-            raise _bad_file("The IDX label file", y_path,
+            raise bad_file_error("The IDX label file", y_path,
                             f"one label per image of {x_path} ({x.shape[0]} labels)",
                             f"{y.shape[0]} labels")
         top = np.iinfo(np.int64).max if num_classes is None else num_classes - 1
         if y.min() < 0 or y.max() > top:
-            raise _bad_file("The IDX label file", y_path, f"labels in [0, {top}]",
+            raise bad_file_error("The IDX label file", y_path, f"labels in [0, {top}]",
                             f"labels in [{y.min()}, {y.max()}]")
         n, h, w = x.shape
         out += [_images_to_float(x, 255.0).reshape(n, 1, h, w), y.astype(np.int64)]
     if out[2].shape[1:] != out[0].shape[1:]:
-        raise _bad_file("The IDX image file", paths["x_test"],
+        raise bad_file_error("The IDX image file", paths["x_test"],
                         f"images of the same size as {paths['x_train']} "
                         f"{out[0].shape[2:]}", f"{out[2].shape[2:]}")
     return tuple(out)
@@ -444,28 +338,28 @@ def _npz_images(array: np.ndarray, key: str, path: Path) -> np.ndarray:
     if array.ndim == 3:
         array = array[:, None]  # (N, H, W) is single-channel: add C = 1
     elif array.ndim != 4:
-        raise _bad_file(what, path, "images of shape (N, H, W) or (N, C, H, W)",
+        raise bad_file_error(what, path, "images of shape (N, H, W) or (N, C, H, W)",
                         f"shape {array.shape}")
     if array.shape[0] == 0:
-        raise _bad_file(what, path, "a non-empty array of images", f"shape {array.shape}")
+        raise bad_file_error(what, path, "a non-empty array of images", f"shape {array.shape}")
     if array.shape[-1] in (1, 3, 4) and array.shape[1] > 4:
-        raise _bad_file(what, path, "channels-first (N, C, H, W)",
+        raise bad_file_error(what, path, "channels-first (N, C, H, W)",
                         f"shape {array.shape}, which looks channels-last: use "
                         "x.transpose(0, 3, 1, 2)")
     if array.dtype == np.uint8:
         return _images_to_float(array, 255.0)
     if not np.issubdtype(array.dtype, np.floating):
         hint = " (cast to uint8 if the values are 0..255)" if array.dtype.kind in "iu" else ""
-        raise _bad_file(what, path, "uint8 (scaled by 1/255) or floating point in [0, 1]",
+        raise bad_file_error(what, path, "uint8 (scaled by 1/255) or floating point in [0, 1]",
                         f"dtype {array.dtype}{hint}")
     n_nan = int(np.isnan(array).sum())
     if n_nan:
-        raise _bad_file(what, path, "free of NaN values", f"{n_nan} NaN values")
+        raise bad_file_error(what, path, "free of NaN values", f"{n_nan} NaN values")
     lo, hi = float(array.min()), float(array.max())
     if lo < 0.0 or hi > 1.0:
         # Never clip: out-of-range floats usually mean un-normalised (0..255) or
         # standardised data, and clipping would silently change the images.
-        raise _bad_file(what, path, "floating-point values in [0, 1]",
+        raise bad_file_error(what, path, "floating-point values in [0, 1]",
                         f"values in [{lo:.4g}, {hi:.4g}]")
     return array.astype(np.float32)  # astype copies: the result owns its memory
 
@@ -474,26 +368,27 @@ def _npz_labels(array: np.ndarray, key: str, n: int, x_key: str, path: Path) -> 
     """Validate labels: 1-d, integer, one per image of ``x_key``, non-negative."""
     what = f"The '{key}' array in"
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise _bad_file(what, path, "1-d integer labels (N,)",
+        raise bad_file_error(what, path, "1-d integer labels (N,)",
                         f"shape {array.shape} of {array.dtype}")
     if array.shape[0] != n:
-        raise _bad_file(what, path, f"one label per image of '{x_key}' ({n} labels)",
+        raise bad_file_error(what, path, f"one label per image of '{x_key}' ({n} labels)",
                         f"{array.shape[0]} labels")
     if array.min() < 0:
-        raise _bad_file(what, path, "non-negative labels", f"minimum label {array.min()}")
+        raise bad_file_error(what, path, "non-negative labels", f"minimum label {array.min()}")
     return array.astype(np.int64)
 
 
 def _npz_classes(array: np.ndarray, path: Path, n_labels: int) -> tuple[str, ...]:
     what = "The 'classes' array in"
     if array.ndim != 1 or array.dtype.kind not in "US":
-        raise _bad_file(what, path, "a 1-d array of str", f"shape {array.shape} of {array.dtype}")
+        raise bad_file_error(what, path, "a 1-d array of str",
+                             f"shape {array.shape} of {array.dtype}")
     names = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in array.tolist())
     if len(names) < n_labels:
-        raise _bad_file(what, path, f"at least max(label) + 1 = {n_labels} names",
+        raise bad_file_error(what, path, f"at least max(label) + 1 = {n_labels} names",
                         f"{len(names)} names")
     if len(set(names)) != len(names):
-        raise _bad_file(what, path, "distinct names", f"{names!r}")
+        raise bad_file_error(what, path, "distinct names", f"{names!r}")
     return names
 
 
@@ -507,22 +402,22 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)  # never unpickle user files
     except (OSError, ValueError, EOFError) as exc:
-        raise _bad_file("The file", path, "a .npz archive written by numpy.savez",
+        raise bad_file_error("The file", path, "a .npz archive written by numpy.savez",
                         f"an unreadable file ({exc})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise _bad_file("The file", path, "a .npz archive written by numpy.savez",
+        raise bad_file_error("The file", path, "a .npz archive written by numpy.savez",
                         f"a single {type(archive).__name__} (a .npy file?)")
     with archive:
         unknown = sorted(set(archive.files) - set(_NPZ_KEYS))
         if unknown:  # most likely a typo such as 'X' or 'x_val': refuse rather than ignore
-            raise _bad_file("The file", path, "an archive with keys among "
+            raise bad_file_error("The file", path, "an archive with keys among "
                             f"{', '.join(_NPZ_KEYS)}", f"unexpected keys {unknown}")
         arrays: dict[str, np.ndarray] = {}
         for key in archive.files:
             try:
                 arrays[key] = archive[key]
             except ValueError as exc:  # object arrays need pickle, which we refuse
-                raise _bad_file(f"The '{key}' array in", path,
+                raise bad_file_error(f"The '{key}' array in", path,
                                 "a plain (non-object) array; store names with dtype=str",
                                 f"an array that needs pickle ({exc})") from None
     return arrays
@@ -532,11 +427,11 @@ def _load_npz(path: Path, *, seed: int, test_fraction: float) -> Dataset:
     arrays = _read_npz(path)
     for key in ("x", "y"):
         if key not in arrays:
-            raise _bad_file("The file", path, "an archive with keys 'x' and 'y'",
+            raise bad_file_error("The file", path, "an archive with keys 'x' and 'y'",
                             f"keys {sorted(arrays)}")
     has_test = ("x_test" in arrays, "y_test" in arrays)
     if any(has_test) and not all(has_test):
-        raise _bad_file("The file", path, "an archive with both 'x_test' and 'y_test' or "
+        raise bad_file_error("The file", path, "an archive with both 'x_test' and 'y_test' or "
                         "neither", f"keys {sorted(arrays)}")
     x = _npz_images(arrays["x"], "x", path)
     y = _npz_labels(arrays["y"], "y", x.shape[0], "x", path)
@@ -545,14 +440,14 @@ def _load_npz(path: Path, *, seed: int, test_fraction: float) -> Dataset:
         x_test = _npz_images(arrays["x_test"], "x_test", path)
         y_test = _npz_labels(arrays["y_test"], "y_test", x_test.shape[0], "x_test", path)
         if x_test.shape[1:] != x.shape[1:]:
-            raise _bad_file("The 'x_test' array in", path,
+            raise bad_file_error("The 'x_test' array in", path,
                             f"images of the same (C, H, W) as 'x' {x.shape[1:]}",
                             f"{x_test.shape[1:]}")
     n_labels = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
     if "classes" in arrays:
         classes = _npz_classes(arrays["classes"], path, n_labels)
     elif n_labels > _MAX_IMPLICIT_CLASSES:
-        raise _bad_file("The 'y' array in", path,
+        raise bad_file_error("The 'y' array in", path,
                         f"labels below {_MAX_IMPLICIT_CLASSES} when there is no 'classes' "
                         "key", f"maximum label {n_labels - 1}")
     else:

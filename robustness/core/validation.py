@@ -46,6 +46,21 @@ def did_you_mean(word: str, candidates: Collection[str], *, n: int = 3) -> str:
     return " (did you mean " + ", ".join(repr(by_lower[c]) for c in close) + "?)"
 
 
+def check_json_schema(data: Any, schema: dict[str, Any], *, what: str,
+                      error: type[ValueError]) -> None:
+    """Validate ``data`` against a JSON Schema; raise ``error`` naming the first bad field.
+
+    The message reads ``"{what} at results/0/eps: '8/255' is not of type 'number'"``.
+    """
+    import jsonschema  # only documents that are read or written need it
+
+    try:
+        jsonschema.validate(data, schema)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise error(f"{what} at {where}: {e.message}") from None
+
+
 def _short(value: Any) -> str:
     """Render a received value compactly (tensors by shape and dtype, not by content)."""
     if _is_tensor(value):

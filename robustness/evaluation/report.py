@@ -15,6 +15,7 @@ from typing import Any
 
 from robustness.core.io import write_json
 from robustness.core.text import markdown_table
+from robustness.core.validation import check_json_schema
 
 SCHEMA_VERSION = 2  # 2 added per-sample outcomes (``robust_samples``); 1 still loads
 READABLE_VERSIONS = (1, 2)
@@ -243,11 +244,5 @@ class ReportSchemaError(ValueError):
 
 def validate_report(data: Any) -> None:
     """Raise :class:`ReportSchemaError` naming the first offending field, if any."""
-    import jsonschema
-
-    try:
-        jsonschema.validate(data, REPORT_SCHEMA)
-    except jsonschema.ValidationError as e:
-        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise ReportSchemaError(f"report.json is not a valid RobustnessReport at {where}: "
-                                f"{e.message}") from None
+    check_json_schema(data, REPORT_SCHEMA, what="report.json is not a valid RobustnessReport",
+                      error=ReportSchemaError)
