@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from attacks.base import NORMS, AdversarialBatch, budget_ok, perturbation_norm
-from robustness.core.modes import eval_mode
+from robustness.core.modes import eval_mode, predict
 from robustness.core.validation import ParameterError, invalid
 
 # Two float32 computations of the same norm may differ in the last bits.
@@ -101,8 +101,7 @@ class _Trial:
 
     def predictions(self, x_adv: torch.Tensor) -> torch.Tensor:
         """The model's eval-mode predictions on ``x_adv`` (N, C, H, W) -> (N,)."""
-        with eval_mode(self.model), torch.no_grad():
-            return self.model(x_adv).argmax(1)
+        return predict(self.model, x_adv).argmax(1)
 
 
 def _check_returns_adversarial_batch(t: _Trial) -> None:
