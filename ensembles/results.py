@@ -7,12 +7,11 @@ version and validates against :data:`EXPERIMENT_SCHEMA` before it is written.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
+from robustness.core.io import read_json
 from robustness.core.validation import check_json_schema
 
 SCHEMA_VERSION = 1
@@ -145,7 +144,4 @@ class ExperimentResult:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExperimentResult:
         """Read a ``results.json`` (or the run directory holding one)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / "results.json"
-        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        return cls.from_dict(read_json(path, default_name="results.json"))

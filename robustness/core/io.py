@@ -29,6 +29,14 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     return path
 
 
+def read_json(path: str | os.PathLike[str], *, default_name: str) -> Any:
+    """Read a JSON document: ``path`` itself, or ``path/default_name`` for a run directory."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / default_name
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented JSON (numbers stay numbers; NaN is refused)."""
 

@@ -7,13 +7,12 @@ carries a schema version, stores numbers as numbers, and validates against
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from robustness.core.io import write_json
+from robustness.core.io import read_json, write_json
 from robustness.core.text import markdown_table
 from robustness.core.validation import check_json_schema
 
@@ -155,10 +154,7 @@ class RobustnessReport:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RobustnessReport:
         """Read a ``report.json`` (or the directory holding one)."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / "report.json"
-        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        return cls.from_dict(read_json(path, default_name="report.json"))
 
     # -- rendering ----------------------------------------------------------------------
     def table(self) -> str:
