@@ -80,6 +80,21 @@ class CheckpointMeta:
         )
 
 
+def held_out_seed(data: str, meta: CheckpointMeta | None, default: int = 0) -> int:
+    """The seed that splits ``data`` so its test part holds none of the model's training images.
+
+    A checkpoint trained on ``data`` was trained on the split its own seed made; any other
+    seed would mix training images into the test set. For other data (or a checkpoint
+    that does not record its dataset and seed) ``default`` is used.
+    """
+    from robustness.data import canonical_dataset_name
+
+    if meta is not None and meta.seed is not None and meta.dataset and \
+            canonical_dataset_name(data) == canonical_dataset_name(meta.dataset):
+        return meta.seed
+    return default
+
+
 def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
     h = hashlib.sha256(meta_json.encode())
     for name in sorted(tensors):

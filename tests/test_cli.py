@@ -16,7 +16,7 @@ from ensembles.sampling import PLANS
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from robustness.cli import main
 from robustness.cli.experiment import SAMPLING_NAMES
-from robustness.data import Dataset
+from robustness.data import Dataset, load_dataset
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -137,3 +137,19 @@ def test_fool_evolves_confident_images_for_a_trained_checkpoint(
     # The images really are classified as claimed with that confidence.
     probs = torch.softmax(trained_convnet(images), 1)
     assert probs[0, 0] >= 0.99 and probs[1, 7] >= 0.99
+
+
+def test_evaluate_never_tests_on_the_checkpoints_training_images(tmp_path: Path) -> None:
+    """--seed seeds the attacks; the split stays the one the model was trained with."""
+    trained = run("train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--seed", "0",
+                  "--out", str(tmp_path / "run"), "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    for seed, data in (("1", "digits"), ("1", " Digits ")):
+        out = tmp_path / f"eval-{seed}-{data.strip()}"
+        result = run("evaluate", "--model", str(tmp_path / "run"), "--data", data, "--attacks",
+                     "fgsm", "--eps", "0.1", "--n", "20", "--seed", seed, "--no-checks",
+                     "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        report = json.loads((out / "report.json").read_text())
+        assert report["provenance"]["dataset"]["split"] == load_dataset("digits", seed=0).split
+        assert report["provenance"]["seed"] == 1  # the attacks still use --seed

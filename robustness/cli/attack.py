@@ -34,7 +34,8 @@ def add_attack_parser(sub: Any) -> argparse.ArgumentParser:
                    help="extra attack hyperparameter, repeatable, e.g. --param steps=40 "
                         "--param step_size=0.01 (values parsed as JSON where possible)")
     add_n_option(p, "attack")
-    add_seed_option(p, "the attack and the data split")
+    add_seed_option(p, "the attack and the data split (the checkpoint's own split when --data is "
+                       "its training set, so no training image is tested)")
     add_out_option(p)
     return p
 
@@ -48,7 +49,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from robustness.core.validation import invalid
 
     model, meta = load_checkpoint(args.model)
-    data = load_data(args)
+    data = load_data(args, meta)
     if data.input_shape != tuple(meta.input_shape):
         raise invalid("robustness attack", "--data", f"images of shape {meta.input_shape} "
                       f"(the checkpoint's input shape)", f"{data.name} with images of shape "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from robustness.core.argtypes import non_negative_int, positive_int
 
 if TYPE_CHECKING:
+    from robustness.checkpoint import CheckpointMeta
     from robustness.data import Dataset
 
 EXIT_USAGE = 2
@@ -72,11 +73,18 @@ def add_no_progress_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def load_data(args: argparse.Namespace) -> Dataset:
-    """The dataset named by ``--data``/``--data-root``, split by ``--seed``."""
+def load_data(args: argparse.Namespace, meta: CheckpointMeta | None = None) -> Dataset:
+    """The dataset named by ``--data``/``--data-root``, split by ``--seed``.
+
+    When ``meta`` is the checkpoint under test and ``--data`` is the dataset it was
+    trained on, the split is the one its training seed made (whatever ``--seed`` says), so
+    no training image is ever evaluated as a test image.
+    """
+    from robustness.checkpoint import held_out_seed
     from robustness.data import load_dataset
 
-    return load_dataset(args.data, root=args.data_root, seed=args.seed)
+    seed = held_out_seed(args.data, meta, default=args.seed)
+    return load_dataset(args.data, root=args.data_root, seed=seed)
 
 
 def run_command(command: str, handler: Command, args: argparse.Namespace) -> int:

@@ -33,7 +33,8 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--eps", required=True, type=number_list,
                    help="comma-separated budgets in each attack's norm, e.g. 0.1,0.2,0.3")
     add_n_option(p, "evaluate")
-    add_seed_option(p, "the attacks and the data split")
+    add_seed_option(p, "the attacks and the data split (the checkpoint's own split when --data is "
+                       "its training set, so no training image is tested)")
     p.add_argument("--source-model", type=Path, default=None,
                    help="craft the adversarial examples on this checkpoint instead and "
                         "evaluate their transfer to --model (threat model 'transfer')")
@@ -59,7 +60,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise invalid("robustness evaluate", "--source-model", f"a checkpoint with input "
                           f"shape {meta.input_shape} like --model",
                           f"input shape {source_meta.input_shape}", raw=True)
-    data = load_data(args)
+    data = load_data(args, meta)
     if data.input_shape != tuple(meta.input_shape):
         raise invalid("robustness evaluate", "--data", f"images of shape {meta.input_shape} "
                       f"(the checkpoint's input shape)", f"{data.name} with images of shape "

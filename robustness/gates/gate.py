@@ -247,8 +247,8 @@ def _prepare(gate: Gate, model: Any, data: Any, resources: Resources) -> Prepare
     import torch
     from torch import nn
 
-    from robustness.checkpoint import CheckpointError
-    from robustness.data import Dataset, DatasetNotFoundError, canonical_dataset_name
+    from robustness.checkpoint import CheckpointError, held_out_seed
+    from robustness.data import Dataset, DatasetNotFoundError
 
     meta = None
     if model is None:
@@ -276,12 +276,8 @@ def _prepare(gate: Gate, model: Any, data: Any, resources: Resources) -> Prepare
     if isinstance(data, str):
         # The held-out split of the dataset the checkpoint was trained on is the one its
         # training seed made; any other seed would mix training images into the test.
-        seed = 0
-        if meta is not None and meta.seed is not None and \
-                canonical_dataset_name(data) == canonical_dataset_name(meta.dataset):
-            seed = meta.seed
         try:
-            data = resources.dataset(data, seed)
+            data = resources.dataset(data, held_out_seed(data, meta))
         except (DatasetNotFoundError, ParameterError) as e:
             raise gate._error(f"the data cannot be loaded: {e}") from None
     if isinstance(data, Dataset):
