@@ -65,6 +65,10 @@ class AdversarialBatch:
         The perturbation budget, or ``None`` for unbounded attacks.
     targets
         (N,) int64 target classes for targeted attacks, else ``None``.
+    already_misclassified
+        (N,) bool, set by ``attack(..., every_sample=True)``: the model already got the
+        clean input wrong. Such samples are still perturbed (a transfer set needs them),
+        but their "success" is not the attack's doing. ``None`` otherwise.
     """
 
     x_adv: torch.Tensor
@@ -78,6 +82,7 @@ class AdversarialBatch:
     norm: str
     eps: float | None
     targets: torch.Tensor | None = None
+    already_misclassified: torch.Tensor | None = None
 
     @property
     def success_rate(self) -> float:
@@ -186,7 +191,8 @@ class Attack(ABC):
 
     @final
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                 target: torch.Tensor | None = None) -> AdversarialBatch:
+                 target: torch.Tensor | None = None,
+                 every_sample: bool = False) -> AdversarialBatch:
         """Attack ``model`` on ``(x, y)``.
 
         Parameters
@@ -226,13 +232,19 @@ class Attack(ABC):
                 raise invalid(owner, "target", "None for an untargeted attack (set "
                               "targeted=True to use targets)", target)
             x_in = x.detach().clone()
+            runner = self._for_every_sample() if check_bool(owner, "every_sample",
+                                                             every_sample) else self
             start = time.perf_counter()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                result = self._run(model, x_in, y, target)
+                result = runner._run(model, x_in, y, target)
             elapsed = time.perf_counter() - start
             x_adv = result.x_adv.detach()
             predictions = predict(model, x_adv, batch_size=1024).argmax(1)
+            already = None
+            if every_sample:
+                clean = predict(model, x, batch_size=1024).argmax(1)
+                already = clean == target if target is not None else clean != y
         success = predictions == target if target is not None else predictions != y
         return AdversarialBatch(
             x_adv=x_adv,
@@ -246,7 +258,17 @@ class Attack(ABC):
             norm=self.norm,
             eps=self.eps,
             targets=target,
+            already_misclassified=already,
         )
+
+    def _for_every_sample(self) -> Attack:
+        """This attack set up to perturb every sample (see ``every_sample`` in ``__call__``).
+
+        The default returns ``self``: right for attacks that never skip a sample (the
+        library adapters' fixed-budget attacks) and for minimum-norm attacks, whose
+        answer for an already misclassified input is the input itself.
+        """
+        return self
 
     @abstractmethod
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -14,6 +14,7 @@ run, whatever the batch size.
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 import torch
@@ -127,6 +128,13 @@ class GeneticAttack(Attack):
         self.adaptive = check_bool(owner, "adaptive", adaptive)
         self.patience = check_int(owner, "patience", patience, low=1)
         self.early_stop = check_bool(owner, "early_stop", early_stop)
+
+    def _for_every_sample(self) -> GeneticAttack:
+        # Without early stop every sample evolves for all generations and returns its
+        # fittest individual, so an already misclassified input is perturbed as well.
+        variant = copy.copy(self)
+        variant.early_stop = False
+        return variant
 
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              target: torch.Tensor | None) -> RunResult:

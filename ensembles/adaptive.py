@@ -84,7 +84,9 @@ def _worst_case(attack: Attack, ensemble: Ensemble, x: torch.Tensor, y: torch.Te
             targets = list(ensemble.members)
         candidates[strategy] = []
         for m in targets:
-            batch = attack(m, x, y)
+            # A surrogate or member is not the model judged: craft on every sample, or an
+            # input the surrogate already gets wrong would reach the ensemble unperturbed.
+            batch = attack(m, x, y, every_sample=strategy != "end_to_end")
             candidates[strategy].append(batch.x_adv)
             queries += batch.queries
             gradients += batch.gradient_evaluations
@@ -157,6 +159,9 @@ class AdaptiveAttack(Attack):
         self.base = base
         self.strategies = tuple(_strategies("AdaptiveAttack", strategies))
         self._init_common(norm=base.norm, eps=base.eps, targeted=False, seed=base.seed)
+
+    def _for_every_sample(self) -> AdaptiveAttack:
+        return AdaptiveAttack(self.base._for_every_sample(), strategies=self.strategies)
 
     @property
     def threat_model(self) -> str:  # type: ignore[override]

@@ -208,7 +208,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
     t = time.perf_counter()
     baseline = _single_model("baseline", out, data, cfg, None, echo, resumed)
     write_tensors(out / "baseline_adversarials.safetensors",
-                  {"x_adv": FGSM(eps=cfg.eps)(baseline, x, y).x_adv, "y": y})
+                  {"x_adv": FGSM(eps=cfg.eps)(baseline, x, y, every_sample=True).x_adv,
+                   "y": y})
     xa, ya = x[:cfg.n_adaptive], y[:cfg.n_adaptive]
     pgd = f"pgd(steps={cfg.pgd_steps})"
     findings: dict[str, list[dict[str, Any]]] = {}

@@ -34,7 +34,8 @@ Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class _AttackLike(Protocol):
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> object: ...
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 every_sample: bool = ...) -> object: ...
 
 
 @dataclass
@@ -51,10 +52,14 @@ class TrainHistory:
 
 
 def attack_hook(attack: _AttackLike) -> Adversary:
-    """Turn an attack (``attack(model, x, y) -> AdversarialBatch``) into a training adversary."""
+    """Turn an attack (``attack(model, x, y) -> AdversarialBatch``) into a training adversary.
+
+    Every sample is perturbed (``every_sample=True``), also those the model currently
+    gets wrong: adversarial training trains on the attack's inputs, not on clean copies.
+    """
 
     def adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        batch = attack(model, x, y)
+        batch = attack(model, x, y, every_sample=True)
         return batch.x_adv  # type: ignore[attr-defined]
 
     return adversary

@@ -81,6 +81,35 @@ def test_fgsm_matches_torchattacks(trained_convnet: nn.Module,
     assert torch.equal(adapted, theirs)
 
 
+@needs_torchattacks
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_every_sample_perturbs_misclassified_inputs_like_torchattacks(
+        trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor],
+        attack: str) -> None:
+    """Issue 11.4: a transfer set perturbs every image, also those the source gets wrong."""
+    import torchattacks
+
+    x, y = attack_batch
+    wrong = _predictions(trained_convnet, x) != y
+    assert int(wrong.sum()) >= 3  # the 200 images include some the model gets wrong
+    if attack == "fgsm":
+        ours = FGSM(eps=0.1)
+        theirs = torchattacks.FGSM(trained_convnet, eps=0.1)
+    else:
+        ours = PGD(eps=0.1, steps=5, step_size=0.02, random_start=False)
+        theirs = torchattacks.PGD(trained_convnet, eps=0.1, alpha=0.02, steps=5,
+                                  random_start=False)
+    direct = ours(trained_convnet, x, y)
+    if attack == "fgsm":  # attacking the model itself, a wrong input is already a success
+        assert torch.equal(direct.x_adv[wrong], x[wrong])
+    assert direct.already_misclassified is None
+    batch = ours(trained_convnet, x, y, every_sample=True)
+    assert float((batch.x_adv - theirs(x, y)).abs().max()) <= 1e-5
+    assert bool((batch.perturbation_norm[wrong] > 0.05).all())
+    assert torch.equal(batch.already_misclassified, wrong)
+    assert bool((batch.gradient_evaluations == ours.steps).all())
+
+
 def test_fgsm_matches_foolbox(trained_convnet: nn.Module,
                               correct64: tuple[torch.Tensor, torch.Tensor]) -> None:
     import foolbox

@@ -194,15 +194,21 @@ def test_schema_rejects_unknown_versions_and_fields(undefended_report: Robustnes
         validate_report(data)
 
 
-def test_transfer_evaluation_is_labelled_and_weaker_than_white_box(
-        trained_convnet: nn.Module, mnist: Dataset) -> None:
+@pytest.fixture(scope="module")
+def weak_source(mnist: Dataset) -> nn.Module:
+    """A LeNet trained for 2 epochs: a transfer source that gets some test images wrong."""
     from robustness.models import build_model
     from robustness.train import train
 
     source = build_model("lenet", mnist.input_shape, mnist.num_classes, seed=1)
     train(source, mnist.x_train, mnist.y_train, epochs=2, seed=1, progress=False)
+    return source.eval()
+
+
+def test_transfer_evaluation_is_labelled_and_weaker_than_white_box(
+        trained_convnet: nn.Module, weak_source: nn.Module, mnist: Dataset) -> None:
     report = evaluate(trained_convnet, mnist, ["pgd(steps=10)"], [0.2], n=N,
-                      source_model=source, checks=False)
+                      source_model=weak_source, checks=False)
     transfer = report.result("pgd(steps=10)", 0.2)
     assert transfer.threat_model == "transfer"
     white = evaluate(trained_convnet, mnist, ["pgd(steps=10)"], [0.2], n=N, checks=False)
@@ -210,6 +216,25 @@ def test_transfer_evaluation_is_labelled_and_weaker_than_white_box(
     # Measured: 0.56 transferred from the 2-epoch LeNet, 0.07 white-box. Attacking the
     # target itself while calling it transfer would make the two equal.
     assert transfer.robust_accuracy > white.result("pgd(steps=10)", 0.2).robust_accuracy + 0.2
+
+
+def test_transfer_set_is_the_textbook_fgsm_of_every_source_image(
+        trained_convnet: nn.Module, weak_source: nn.Module, mnist: Dataset) -> None:
+    """Issue 11.4: images the source gets wrong are perturbed too, not passed on clean."""
+    x, y = mnist.x_test[:N], mnist.y_test[:N]
+    x_req = x.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(weak_source(x_req), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x_req)
+    x_adv = (x + 0.2 * grad.sign()).clamp(0, 1)
+    with torch.no_grad():
+        robust = (trained_convnet(x).argmax(1) == y) & (trained_convnet(x_adv).argmax(1) == y)
+        source_wrong = weak_source(x).argmax(1) != y
+    # The case that used to be wrong: the target is right on an image the source gets
+    # wrong; the standard transfer set perturbs it anyway.
+    assert int((source_wrong & (trained_convnet(x).argmax(1) == y)).sum()) >= 1
+    report = evaluate(trained_convnet, mnist, ["fgsm"], [0.2], n=N,
+                      source_model=weak_source, checks=False)
+    assert report.robust_mask("fgsm", 0.2) == robust.tolist()
 
 
 def test_package_level_entry_points() -> None:

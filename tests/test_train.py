@@ -59,6 +59,18 @@ def test_adversarial_hook_is_used_and_makes_fgsm_harder(digits: Dataset) -> None
     assert fgsm(robust, x, y).robust_accuracy(y) > fgsm(plain, x, y).robust_accuracy(y) + 0.1
 
 
+def test_adversarial_training_perturbs_inputs_the_model_gets_wrong(digits: Dataset) -> None:
+    """Issue 11.4: FGSM training must not train on clean copies of misclassified inputs."""
+    model = build_model("mlp", digits.input_shape, digits.num_classes, seed=0).eval()
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    with torch.no_grad():
+        wrong = model(x).argmax(1) != y  # untrained: most of them
+    assert int(wrong.sum()) > 50
+    x_adv = attack_hook(FGSM(eps=0.2))(model, x, y)
+    moved = (x_adv - x).flatten(1).abs().amax(1)
+    assert bool((moved[wrong] > 0.1).all())
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"epochs": 0}, r"'epochs' parameter of train must be an int in the range \[1, inf\)"),
     ({"batch_size": -3}, r"'batch_size' parameter of train"),

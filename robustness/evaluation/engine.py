@@ -131,7 +131,9 @@ def run_task(task: Task, model: nn.Module, craft: nn.Module, x: torch.Tensor, y:
     """
     attack = task.spec.build(task.eps, seed=seed)
     xs, ys = x[task.start:task.stop], y[task.start:task.stop]
-    batch = attack(craft, xs, ys)
+    # Transfer: perturb every sample, including those the source already gets wrong,
+    # or they would reach the evaluated model unperturbed.
+    batch = attack(craft, xs, ys, every_sample=transfer)
     pred = predict(model, batch.x_adv).argmax(1) if transfer else batch.predictions
     return TaskResult(task=task, fooled=pred != ys, perturbation_norm=batch.perturbation_norm,
                       queries=batch.queries, gradient_evaluations=batch.gradient_evaluations,
