@@ -27,7 +27,13 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, RunResult
-from robustness.core.validation import ParameterError, did_you_mean, invalid
+from robustness.core.validation import (
+    ParameterError,
+    check_float,
+    check_int,
+    did_you_mean,
+    invalid,
+)
 
 # torchattacks attacks whose geometry their name does not give away ("...L2" is L2,
 # everything else L-inf): L2 minimisers, and L0 / L1 / noise attacks that have no
@@ -99,6 +105,36 @@ class QueryCounter(nn.Module):
         return queries, grads
 
 
+# The ranges the libraries document for their common hyperparameters (torchattacks and
+# foolbox docstrings). Neither library checks them: torchattacks' PGD with steps=-1 runs no
+# step at all and returns its random start, which reads as robustness.
+_LIBRARY_RANGES: dict[str, tuple[str, float, bool]] = {
+    # name: (kind, low, low_open)
+    "steps": ("int", 1, False), "n_restarts": ("int", 1, False),
+    "binary_search_steps": ("int", 1, False), "max_iter": ("int", 1, False),
+    "n_iter": ("int", 1, False), "population": ("int", 2, False),
+    "n_classes": ("int", 2, False), "candidates": ("int", 1, False),
+    "c": ("float", 0.0, True), "initial_const": ("float", 0.0, True),
+    "lr": ("float", 0.0, True), "stepsize": ("float", 0.0, True),
+    "abs_stepsize": ("float", 0.0, True), "rel_stepsize": ("float", 0.0, True),
+    "alpha": ("float", 0.0, False), "kappa": ("float", 0.0, False),
+    "confidence": ("float", 0.0, False), "overshoot": ("float", 0.0, False),
+}
+
+
+def check_library_ranges(owner: str, kwargs: Mapping[str, Any]) -> None:
+    """Check the common hyperparameters in ``kwargs`` against the libraries' documented
+    ranges (:data:`_LIBRARY_RANGES`); raise :class:`ParameterError` naming the first bad one."""
+    for key, value in kwargs.items():
+        if key not in _LIBRARY_RANGES or value is None:
+            continue
+        kind, low, low_open = _LIBRARY_RANGES[key]
+        if kind == "int":
+            check_int(owner, key, value, low=int(low))
+        else:
+            check_float(owner, key, value, low=low, low_open=low_open)
+
+
 def check_kwargs(owner: str, func: Callable[..., Any], kwargs: Mapping[str, Any], *,
                  supplied: Collection[str] = ()) -> None:
     """Check ``kwargs`` against the signature of ``func`` (a class or a function).
@@ -136,6 +172,7 @@ def check_kwargs(owner: str, func: Callable[..., Any], kwargs: Mapping[str, Any]
     for name in named:
         if parameters[name].default is inspect.Parameter.empty and name not in kwargs:
             raise invalid(owner, name, "given: it has no default", "nothing", raw=True)
+    check_library_ranges(owner, kwargs)
 
 
 def _brief(value: Any) -> str:

@@ -208,7 +208,11 @@ def test_adaptive_attack_charges_each_sample_with_its_worst_strategy(digits: Dat
     result = adaptive_attack(attack, ensemble, x, y,
                              strategies=("end_to_end", "logit_mean", "members"))
     assert set(result.by_strategy) == {"end_to_end", "logit_mean", "members"}
-    assert result.robust_accuracy <= min(result.by_strategy.values())
+    # Per sample, robust only if no strategy broke it: rebuilt from separate runs.
+    separate = [adaptive_attack(attack, ensemble, x, y, strategies=[s]).correct
+                for s in ("end_to_end", "logit_mean", "members")]
+    assert torch.equal(result.correct, torch.stack(separate).all(0))
+    assert result.robust_accuracy == pytest.approx(float(result.correct.float().mean()))
     alone = PGD(eps=0.1, steps=10, seed=0)(ensemble, x, y).robust_accuracy(y)
     assert result.by_strategy["end_to_end"] == pytest.approx(alone)
     # The returned inputs are what the verdict says: within budget, and exactly the

@@ -266,3 +266,35 @@ def test_attack_spec_parsing() -> None:
         "fgsm", "pgd(steps=20,step_size=0.01)", "torchattacks:CW(c=1)"]
     with pytest.raises(ParameterError, match="'attacks' parameter"):
         parse_attack_specs("pgd(steps=20")
+
+
+def test_each_norm_has_its_own_worst_case_and_checks(trained_convnet: nn.Module,
+                                                      mnist: Dataset) -> None:
+    """Issue 11.6: L2 0.3 and L-inf 0.3 are different threat models, never one worst case."""
+    attacks = ["pgd-l2(steps=10)", "genetic(generations=40)"]
+    report = evaluate(trained_convnet, mnist, attacks, [0.3], n=60)
+    assert [(w.norm, w.attacks) for w in report.worst_case] == [
+        ("l2", ["pgd-l2(steps=10)"]), ("linf", ["genetic(generations=40)"])]
+    for w in report.worst_case:
+        assert w.robust_samples == report.result(w.attacks[0], 0.3).robust_samples
+    # The L-inf genetic attack is far stronger than L2 PGD at "0.3" (a tiny L2 budget);
+    # that is no sign of gradient masking.
+    assert report.result("genetic(generations=40)", 0.3).robust_accuracy < \
+        report.result("pgd-l2(steps=10)", 0.3).robust_accuracy - 0.3
+    assert not [f for f in report.findings if f.check == "gradient-free-beats-gradient"]
+    with pytest.raises(KeyError, match=r"several worst cases at eps 0\.3, one per norm"):
+        report.worst(0.3)
+    assert report.worst(0.3, "linf").attacks == ["genetic(generations=40)"]
+    again = RobustnessReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again == report
+
+
+def test_reports_before_schema_3_get_the_norm_of_their_attacks(
+        undefended_report: RobustnessReport) -> None:
+    data = undefended_report.to_dict()
+    data["schema_version"] = 2
+    for w in data["worst_case"]:
+        del w["norm"]
+    loaded = RobustnessReport.from_dict(data)
+    assert [w.norm for w in loaded.worst_case] == [w.norm for w in undefended_report.worst_case]
+    assert {w.norm for w in loaded.worst_case} == {"linf"}

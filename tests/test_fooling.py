@@ -76,7 +76,8 @@ def test_images_and_bookkeeping(which: str, request: pytest.FixtureRequest) -> N
     assert result.images.min() >= 0.0
     assert result.images.max() <= 1.0
     assert result.generations.dtype == torch.int64
-    assert torch.equal(result.reached, result.generations >= 0)
+    # Every class was reached, and it took evolving: noise is not already >= TARGET.
+    assert bool(result.reached.all()) and bool((result.generations > 0).any())
     # The search stops in the generation the last class reaches the target.
     assert result.model_calls == int(result.generations.max()) + 1
     assert result.queries == result.model_calls * 200

@@ -3,6 +3,7 @@ are never reported as robustness failures, baselines and regressions, `robustnes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -132,14 +133,53 @@ def test_ambiguous_attack_name_and_missing_eps_are_config_errors() -> None:
         _ = two >= Threshold(robust_accuracy=0.5)
 
 
-def test_max_drop_compares_with_a_baseline_value_or_report() -> None:
-    _, hi = wilson_interval(55, 100)
-    ok = REPORT >= Threshold(eps=0.1, max_drop=0.05, baseline=0.65)
-    assert ok and ok.criteria[0].statistic == pytest.approx(0.65 - hi)
-    older = make_report({"fgsm": 90, "pgd(steps=10)": 80}, worst=80)
-    verdict = REPORT >= Threshold(eps=0.1, max_drop=0.05, baseline=older)
+def test_max_drop_compares_point_estimates_not_an_interval_bound() -> None:
+    """Issue 11.3: a drop hidden inside the new run's CI is still a drop."""
+    now = make_report({"fgsm": 70, "pgd(steps=10)": 60}, worst=60)  # n = 100
+    verdict = now >= Threshold(eps=0.1, max_drop=0.05, baseline=0.69)
     assert not verdict and verdict.regressed
-    assert f"baseline 0.800, drop {0.8 - hi:.3f} by the 95% CI upper bound" in verdict.explain()
+    assert verdict.criteria[0].statistic == pytest.approx(0.09)
+    assert "baseline 0.690, drop 0.090, point estimates" in verdict.explain()
+    noise = now >= Threshold(eps=0.1, max_drop=0.05, baseline=0.62)  # within max_drop
+    assert noise and noise.criteria[0].statistic == pytest.approx(0.02)
+    older = make_report({"fgsm": 90, "pgd(steps=10)": 80}, worst=80)
+    assert not (now >= Threshold(eps=0.1, max_drop=0.05, baseline=older))
+
+
+def _paired_report(bits: str) -> RobustnessReport:
+    """One attack whose per-sample outcomes are ``bits`` ("1" robust), worst case equal."""
+    n, k = len(bits), bits.count("1")
+    row = dataclasses.replace(_result("pgd", 0.1, k, n, n), robust_samples=bits)
+    wc = WorstCase(eps=0.1, robust_accuracy=k / n, ci_low=row.ci_low, ci_high=row.ci_high,
+                   n=n, attacks=["pgd"], broken_by={"pgd": n - k}, robust_samples=bits,
+                   norm="linf")
+    return RobustnessReport(clean_accuracy=1.0, n_samples=n, results=[row], worst_case=[wc],
+                            provenance={"dataset": {"name": "mnist"}})
+
+
+@pytest.mark.parametrize(("lost", "gained", "rule", "passes"), [
+    (9, 0, "upper", False),  # 0.69 -> 0.60, every loss real: p = 0.002
+    (9, 0, "point", False),
+    (12, 5, "upper", True),  # 0.69 -> 0.62: drop 0.07, but p = 0.07: churn, not a trend
+    (12, 5, "point", False),
+    (3, 1, "upper", True),  # drop 0.02 <= max_drop
+    (0, 0, "point", True),
+])
+def test_paired_regression_judges_the_samples_that_changed(lost: int, gained: int, rule: str,
+                                                           passes: bool) -> None:
+    base_bits = ["1"] * 69 + ["0"] * 31
+    now_bits = list(base_bits)
+    for i in range(lost):
+        now_bits[i] = "0"
+    for i in range(gained):
+        now_bits[69 + i] = "1"
+    base, now = _paired_report("".join(base_bits)), _paired_report("".join(now_bits))
+    verdict = now >= Threshold(eps=0.1, max_drop=0.05, baseline=base, rule=rule)
+    assert bool(verdict) is passes
+    paired = verdict.criteria[0].paired
+    assert paired is not None and (paired.lost, paired.gained, paired.n) == (lost, gained, 100)
+    assert verdict.criteria[0].statistic == pytest.approx((lost - gained) / 100)
+    assert f"paired on the same 100 samples: {lost} lost, {gained} gained" in verdict.explain()
 
 
 def test_threshold_with_the_reflected_operator_only() -> None:
@@ -263,7 +303,8 @@ def test_gate_on_a_trained_checkpoint_passes_and_records_figures(checkpoint: Pat
         in result.explain()
     doc = results_document([result])
     json.dumps(doc, allow_nan=False)  # the artifact is strict JSON
-    assert doc["summary"] == {"gates": 1, "passed": 0, "failed": 1, "regressed": 0, "error": 0}
+    assert doc["summary"] == {"gates": 1, "passed": 0, "failed": 1, "regressed": 0,
+                              "unverified": 0, "error": 0}
     assert {f["attack"] for f in doc["gates"][0]["figures"]} == {WORST, "fgsm", "pgd(steps=10)"}
 
 
@@ -342,8 +383,27 @@ def test_baseline_round_trip_and_regressions(checkpoint: Path, tmp_path: Path) -
     error = RobustnessRegression(result.regressions, tmp_path / "baseline.json")
     text = str(error)
     assert text.startswith("2 robustness regression(s) against the baseline")
-    assert "g: fgsm robust accuracy at eps 0.1 dropped from" in text
+    assert "g: fgsm robust accuracy at linf eps 0.1 dropped from" in text
     assert "baseline recorded with a different setup (n 1000 -> 100)" in text
+    assert "by point estimates" in text
+
+    # Same setup: the stored per-sample outcomes make the comparison paired. Nine samples
+    # that were robust in the baseline are broken now, none gained: a real regression.
+    fresh = Baseline(tmp_path / "fresh.json")
+    fresh.record(first)
+    doc = json.loads(fresh.save().read_text())
+    worst = next(f for f in doc["gates"]["g"]["figures"] if f["attack"] == WORST)
+    bits = list(worst["robust_samples"])
+    flipped = [i for i, b in enumerate(bits) if b == "0"][:9]
+    for i in flipped:
+        bits[i] = "1"
+    worst["robust_samples"] = "".join(bits)
+    worst["robust_accuracy"] += len(flipped) / len(bits)
+    (tmp_path / "baseline.json").write_text(json.dumps(doc))
+    paired = gate.evaluate(prepared, baseline=Baseline(tmp_path / "baseline.json"))
+    assert paired.status == "regressed"
+    assert [r.attack for r in paired.regressions] == [WORST]
+    assert f"paired on the same {N} samples: 9 lost, 0 gained" in paired.regressions[0].message()
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -471,3 +531,41 @@ def test_gate_command_help_lists_its_options(capsys: pytest.CaptureFixture[str])
     for option in ("--json", "--junit-xml", "--budget", "--n", "--seed", "--rule",
                    "--max-drop", "--baseline", "--update-baseline", "--gate"):
         assert option in out
+
+
+def test_thresholds_on_the_worst_case_name_the_norm_when_attacks_mix_norms() -> None:
+    """Issue 11.6: an L2 and an L-inf attack at "0.3" have separate worst cases."""
+    linf, l2 = _result("genetic", 0.3, 10, 100, 90), _result("pgd-l2", 0.3, 80, 100, 90)
+    l2 = dataclasses.replace(l2, norm="l2")
+
+    def wc(row: AttackResult) -> WorstCase:
+        return WorstCase(eps=0.3, robust_accuracy=row.robust_accuracy, ci_low=row.ci_low,
+                         ci_high=row.ci_high, n=100, attacks=[row.attack],
+                         broken_by={row.attack: 90 - round(row.robust_accuracy * 100)},
+                         norm=row.norm)
+
+    report = RobustnessReport(clean_accuracy=0.9, n_samples=100, results=[linf, l2],
+                              worst_case=[wc(linf), wc(l2)])
+    with pytest.raises(GateConfigError, match=r"'norm' parameter of Threshold must be given"
+                                              r".*several norms there \(linf, l2\)"):
+        _ = report >= Threshold(robust_accuracy=0.5, eps=0.3)
+    assert report >= Threshold(robust_accuracy=0.5, eps=0.3, norm="l2")
+    verdict = report >= Threshold(robust_accuracy=0.5, eps=0.3, norm="linf")
+    assert not verdict and verdict.figure.robust_accuracy == 0.1
+    assert "at linf eps 0.3" in verdict.explain()
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_gate_command_refuses_a_sample_too_small_for_its_threshold(
+        project: Path, capsys: pytest.CaptureFixture[str], n: int) -> None:
+    """Issue 11.2: n = 5 used to pass with every image broken (upper bound 0.434 >= 0.40)."""
+    toml = project / "gates.toml"
+    text = toml.read_text().replace("eps = 0.1\nrobust_accuracy = 0.45",
+                                    "eps = 0.3\nrobust_accuracy = 0.40")
+    text = text.split("[[gate.thresholds]]")[0]
+    toml.write_text(text)
+    code, out, err = _run_gate([str(toml), "--n", str(n)], capsys)
+    assert code == 2, out + err
+    assert f"n = {n} cannot show robust accuracy >= 0.40 at 95% confidence" in out + err
+    assert "need at least n = 6" in out + err
+    assert "looks untrained" not in out + err

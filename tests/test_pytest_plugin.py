@@ -110,7 +110,7 @@ def test_example_gate_passes_and_lists_its_figures(example: pytest.Pytester,
     result.stdout.fnmatch_lines([
         "*= robustness gates =*",
         f"PASSED    {GATE_TEST}  worst case @ eps 0.1: * [[]*, *]: upper * >= 0.450 "
-        f"(n={N}, clean *, * s)",
+        f"(n={N}, resolution +-*, clean *, * s)",
         "json: out.json",
     ])
     doc = json.loads((example.path / "out.json").read_text())
@@ -158,7 +158,7 @@ def test_failing_gates_explain_themselves(example: pytest.Pytester,
     ])
     result.stdout.fnmatch_lines([
         "E*assert report >= Threshold(robust_accuracy=0.97, eps=0.1, attack='fgsm', "
-        "max_drop=None, rule='upper')",
+        "max_drop=None, rule='upper', norm=None)",
         "E*Robustness threshold FAILED: robust_accuracy >= 0.970 at eps 0.1 (fgsm)",
         "E*threshold robust_accuracy >= 0.970 failed by *: 95% CI upper bound * < 0.970",
         f"E*n = {N}*",
@@ -308,10 +308,10 @@ def test_baseline_regressions_are_collected_and_fail_the_session(
         "baseline: baseline.json: 2 of 2 gate(s) compared",
         "*= RobustnessRegression =*",
         "2 robustness regression(s) against the baseline baseline.json:",
-        f"  - {GATE_TEST}: worst case robust accuracy at eps 0.1 dropped from * (baseline) to "
-        f"*; drop * by the upper CI bound exceeds max_drop 0.050 (rule 'upper')",
-        "  - convnet-eps-0.05: worst case robust accuracy at eps 0.05 dropped from * "
-        "exceeds max_drop 0.000 (rule 'upper')",
+        f"  - {GATE_TEST}: worst case robust accuracy at linf eps 0.1 dropped from * (baseline) "
+        f"to *; drop * exceeds max_drop 0.050, by point estimates * (rule 'upper')",
+        "  - convnet-eps-0.05: worst case robust accuracy at linf eps 0.05 dropped from * "
+        "exceeds max_drop 0.000, * (rule 'upper')",
     ])
     doc = json.loads((example.path / "out.json").read_text())
     assert doc["passed"] is False and len(doc["regressions"]) == 2

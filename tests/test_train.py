@@ -59,6 +59,17 @@ def test_adversarial_hook_is_used_and_makes_fgsm_harder(digits: Dataset) -> None
     assert fgsm(robust, x, y).robust_accuracy(y) > fgsm(plain, x, y).robust_accuracy(y) + 0.1
 
 
+def test_adadelta_with_label_smoothing_trains(digits: Dataset) -> None:
+    """The original experiment's recipe: Adadelta lr 0.1, label smoothing on the baseline."""
+    model = build_model("mlp", digits.input_shape, digits.num_classes, seed=0)
+    history = train(model, digits.x_train, digits.y_train, epochs=14, lr=0.1,
+                    optimizer="adadelta", label_smoothing=0.1, seed=0, progress=False)
+    assert history.loss[-1] < history.loss[0]
+    assert accuracy(model, digits.x_test, digits.y_test) > 0.8
+    with pytest.raises(ParameterError, match="'optimizer' parameter of train"):
+        train(model, digits.x_train, digits.y_train, optimizer="sgd", progress=False)
+
+
 def test_adversarial_training_perturbs_inputs_the_model_gets_wrong(digits: Dataset) -> None:
     """Issue 11.4: FGSM training must not train on clean copies of misclassified inputs."""
     model = build_model("mlp", digits.input_shape, digits.num_classes, seed=0).eval()

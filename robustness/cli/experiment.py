@@ -71,6 +71,11 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
                    help="training epochs of every model and member (default: 6; quick 3)")
     e.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="training precision (default: bf16 on CPUs with AMX, else fp32)")
+    e.add_argument("--recipe", choices=["harness", "original"], default="harness",
+                   help="how the baseline and the FGSM-trained model are trained: 'harness' "
+                        "(Adam, --epochs) or 'original' (the original code's Adadelta lr 0.1 "
+                        "for 14 epochs, label smoothing 0.1 on the baseline) (default: "
+                        "%(default)s)")
     add_seed_option(e, "the data split, every model and member")
     e.add_argument("--quick", action="store_true",
                    help="smaller N, fewer images and epochs: a few minutes on 2 cores")
@@ -87,7 +92,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if "members" in given:
         given["members"] = tuple(given["members"])
     common: dict[str, Any] = {"data": args.data, "eps": args.eps, "train_eps": args.train_eps,
-                              "seed": args.seed}
+                              "seed": args.seed, "recipe": args.recipe}
     if args.genetic_members is not None:
         common["genetic_members"] = tuple(args.genetic_members)
     if args.samplings is not None:

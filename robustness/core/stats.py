@@ -27,15 +27,16 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
     return low, high
 
 
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact sign test p-value for ``wins`` vs ``losses`` discordant pairs.
+def sign_test(wins: int, losses: int, *, alternative: str = "two-sided") -> float:
+    """Exact sign test p-value for ``wins`` vs ``losses`` discordant pairs.
 
     This is the exact McNemar test: ties (pairs where both sides agree) carry no
-    information and are left out by the caller. Returns 1.0 when there are no pairs.
+    information and are left out by the caller. ``alternative="greater"`` tests whether
+    wins are more likely than losses (one-sided). Returns 1.0 when there are no pairs.
     """
     if wins < 0 or losses < 0:
         raise ValueError(f"wins and losses must be >= 0; got {wins}, {losses}")
     n = wins + losses
     if n == 0:
         return 1.0
-    return float(stats.binomtest(wins, n, 0.5, alternative="two-sided").pvalue)
+    return float(stats.binomtest(wins, n, 0.5, alternative=alternative).pvalue)

@@ -8,7 +8,10 @@ Two kinds of check:
 * **result checks** look at the attack results: iterative attacks must do at least as
   well as single-step ones, success must not fall as eps grows, a large-eps attack must
   reach (near) 100% success, and a gradient-free attack beating the gradient attacks
-  (overall or per sample) points to gradient masking.
+  (overall or per sample) points to gradient masking;
+* **attack checks** make sure every attack was seen to work: one that made no model
+  queries, left every sample untouched, or is far weaker than a reference PGD at the
+  same norm and eps is an ``error`` (a broken attack reads as robustness).
 
 Every finding says what was seen, why it matters and what to do. Severity ``warning``
 or ``error`` means "do not trust the robust accuracy yet"; ``info`` is context.
@@ -31,6 +34,9 @@ from robustness.evaluation.report import AttackResult, Finding
 RATE_TOLERANCE = 0.01
 LARGE_EPS = {"linf": 0.5, "l2": 10.0}
 LARGE_EPS_MIN_SUCCESS = 0.95
+REFERENCE_SAMPLE = 100  # attacked samples the reference PGD runs on
+REFERENCE_STEPS = 20
+REFERENCE_P = 0.01  # significance of "far weaker than the reference"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Outcome:
     result: AttackResult
     robust: torch.Tensor  # (N,) bool: still correctly classified after the attack
     single_step: bool
+    untouched: bool = False  # every attacked sample came back with a zero perturbation
 
 
 def model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[Finding]:
@@ -95,13 +102,15 @@ def model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[Fin
 def result_checks(outcomes: list[Outcome], threat_models: Mapping[str, str]) -> list[Finding]:
     """Checks across attack results. ``threat_models`` maps attack name to its threat model."""
     findings: list[Finding] = []
-    by_eps: dict[float, list[Outcome]] = {}
+    # Attacks are comparable only at the same budget in the same norm.
+    by_budget: dict[tuple[float, str], list[Outcome]] = {}
     for o in outcomes:
-        by_eps.setdefault(o.result.eps, []).append(o)
+        by_budget.setdefault((o.result.eps, o.result.norm), []).append(o)
 
-    for eps, group in sorted(by_eps.items()):
-        findings += _iterative_vs_single_step(eps, group)
-        findings += _gradient_free_vs_gradient(eps, group, threat_models)
+    for (eps, norm), group in sorted(by_budget.items()):
+        where = f"{norm} eps {eps:g}" if norm != "none" else f"eps {eps:g}"
+        findings += _iterative_vs_single_step(where, group)
+        findings += _gradient_free_vs_gradient(where, group, threat_models)
 
     by_attack: dict[str, list[Outcome]] = {}
     for o in outcomes:
@@ -120,7 +129,7 @@ def result_checks(outcomes: list[Outcome], threat_models: Mapping[str, str]) -> 
     return findings
 
 
-def _iterative_vs_single_step(eps: float, group: list[Outcome]) -> list[Finding]:
+def _iterative_vs_single_step(where: str, group: list[Outcome]) -> list[Finding]:
     out: list[Finding] = []
     for single in (o for o in group if o.single_step):
         for it in (o for o in group if not o.single_step and o.result.norm == single.result.norm
@@ -131,20 +140,20 @@ def _iterative_vs_single_step(eps: float, group: list[Outcome]) -> list[Finding]
             if i.robust_accuracy > s.robust_accuracy + RATE_TOLERANCE:
                 out.append(Finding(
                     "iterative-vs-single-step", "warning",
-                    f"At eps {eps:g} the iterative {i.attack} leaves {i.robust_accuracy:.3f} "
+                    f"At {where} the iterative {i.attack} leaves {i.robust_accuracy:.3f} "
                     f"robust accuracy, more than the single-step {s.attack} "
                     f"({s.robust_accuracy:.3f}). Iterative attacks should be at least as "
                     "strong; this is a classic sign of gradient masking or a broken step size."))
             elif only_single > RATE_TOLERANCE * len(single.robust):
                 out.append(Finding(
                     "iterative-vs-single-step", "warning",
-                    f"At eps {eps:g} {s.attack} breaks {only_single} samples that {i.attack} "
+                    f"At {where} {s.attack} breaks {only_single} samples that {i.attack} "
                     "does not. Per sample an iterative attack should dominate a single step; "
                     "increase steps / restarts or check for masked gradients."))
     return out
 
 
-def _gradient_free_vs_gradient(eps: float, group: list[Outcome],
+def _gradient_free_vs_gradient(where: str, group: list[Outcome],
                                threat_models: Mapping[str, str]) -> list[Finding]:
     black = [o for o in group if threat_models.get(o.result.attack) == "black-box"]
     white = [o for o in group if threat_models.get(o.result.attack) == "white-box"]
@@ -159,7 +168,7 @@ def _gradient_free_vs_gradient(eps: float, group: list[Outcome],
         if b.result.robust_accuracy < best_white - RATE_TOLERANCE:
             out.append(Finding(
                 "gradient-free-beats-gradient", "warning",
-                f"At eps {eps:g} the gradient-free {b.result.attack} reaches robust accuracy "
+                f"At {where} the gradient-free {b.result.attack} reaches robust accuracy "
                 f"{b.result.robust_accuracy:.3f}, below the best gradient attack "
                 f"({best_white:.3f}). White-box attacks should be stronger than black-box "
                 "ones: the gradients are likely masked. Use adaptive attacks (BPDA, EOT, "
@@ -167,16 +176,97 @@ def _gradient_free_vs_gradient(eps: float, group: list[Outcome],
         elif beaten > RATE_TOLERANCE * n:
             out.append(Finding(
                 "gradient-free-beats-gradient", "warning",
-                f"At eps {eps:g} the gradient-free {b.result.attack} breaks {beaten} samples "
+                f"At {where} the gradient-free {b.result.attack} breaks {beaten} samples "
                 f"({beaten / n:.1%}) that every gradient attack left robust: possible gradient "
                 "masking on those samples. Inspect them and strengthen the white-box attacks."))
         elif beaten:
             out.append(Finding(
                 "gradient-free-beats-gradient", "info",
-                f"At eps {eps:g} the gradient-free {b.result.attack} breaks {beaten} samples "
+                f"At {where} the gradient-free {b.result.attack} breaks {beaten} samples "
                 "that no gradient attack broke; too few to suggest masking. The worst case "
                 "counts them."))
     return out
+
+
+def activity_checks(outcomes: list[Outcome]) -> list[Finding]:
+    """An attack that made no model queries, or returned every attacked input unchanged."""
+    idle: dict[str, list[float]] = {}
+    still: dict[str, list[float]] = {}
+    for o in outcomes:
+        r = o.result
+        if r.n_attacked == 0:
+            continue
+        if r.queries == 0 and r.gradient_evaluations == 0:
+            idle.setdefault(r.attack, []).append(r.eps)
+        elif o.untouched:
+            still.setdefault(r.attack, []).append(r.eps)
+    findings = [Finding(
+        "attack-inactive", "error",
+        f"{attack} made no model queries and no gradient evaluations at eps "
+        f"{', '.join(f'{e:g}' for e in eps)}: it never looked at the model, so its robust "
+        "accuracy says nothing. Check its arguments (e.g. steps >= 1).")
+        for attack, eps in idle.items()]
+    findings += [Finding(
+        "attack-no-effect", "error",
+        f"{attack} returned every attacked input unchanged at eps "
+        f"{', '.join(f'{e:g}' for e in eps)}: no perturbation at all is a broken attack "
+        "(or arguments that switch it off), not robustness.")
+        for attack, eps in still.items()]
+    return findings
+
+
+def reference_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor,
+                    outcomes: list[Outcome], exempt: set[str], *, seed: int = 0
+                    ) -> list[Finding]:
+    """Compare every iterative white-box attack with a reference PGD on a small sample.
+
+    Parameters
+    ----------
+    model
+        The attacked model (eval mode).
+    x, y
+        (N, C, H, W) inputs and (N,) labels: the whole evaluated sample.
+    correct
+        (N,) bool: the samples that were attacked.
+    outcomes
+        The results; attacks in ``exempt`` (our own PGD: the reference itself),
+        single-step, gradient-free, transfer and unnormed attacks are not checked.
+
+    Returns
+    -------
+    list[Finding]
+        An ``error`` per attack and budget where the reference PGD breaks significantly
+        more of the sample (one-sided exact sign test, p < 0.01) and the attack breaks
+        fewer than half as many.
+    """
+    from attacks.gradient import PGD
+    from robustness.core.stats import sign_test
+
+    idx = correct.nonzero().squeeze(1)[:REFERENCE_SAMPLE]
+    checked = [o for o in outcomes if o.result.threat_model == "white-box" and not o.single_step
+               and o.result.norm in LARGE_EPS and o.result.attack not in exempt]
+    if not len(idx) or not checked:
+        return []
+    findings: list[Finding] = []
+    for norm, eps in dict.fromkeys((o.result.norm, o.result.eps) for o in checked):
+        reference = PGD(norm=norm, eps=eps, steps=REFERENCE_STEPS, seed=seed)
+        ref_broken = reference(model, x[idx], y[idx]).success
+        for o in checked:
+            if (o.result.norm, o.result.eps) != (norm, eps):
+                continue
+            broken = ~o.robust[idx]
+            only_ref = int((ref_broken & ~broken).sum())
+            only_attack = int((broken & ~ref_broken).sum())
+            if int(broken.sum()) * 2 < int(ref_broken.sum()) and \
+                    sign_test(only_ref, only_attack, alternative="greater") < REFERENCE_P:
+                findings.append(Finding(
+                    "weaker-than-reference", "error",
+                    f"At {norm} eps {eps:g} {o.result.attack} breaks {int(broken.sum())} of "
+                    f"{len(idx)} samples where a reference {REFERENCE_STEPS}-step PGD breaks "
+                    f"{int(ref_broken.sum())}: the attack is not working (bad arguments or "
+                    "a broken integration), and its robust accuracy overstates robustness. "
+                    "Fix it, or rely on the worst case with PGD."))
+    return findings
 
 
 def large_eps_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *,

@@ -42,7 +42,14 @@ from robustness.core.validation import (
     invalid,
 )
 from robustness.data import Dataset
-from robustness.evaluation.checks import Outcome, large_eps_check, model_checks, result_checks
+from robustness.evaluation.checks import (
+    Outcome,
+    activity_checks,
+    large_eps_check,
+    model_checks,
+    reference_check,
+    result_checks,
+)
 from robustness.evaluation.report import AttackResult, Finding, RobustnessReport, WorstCase
 
 OWNER = "evaluate"
@@ -188,8 +195,13 @@ def merge(the_plan: Plan, results: Sequence[TaskResult],
                               f"none for {spec.label} at eps {budget}", raw=True)
             outcomes += [_outcome(spec, e, merged, idx, n)
                          for e in ([budget] if budget is not None else the_plan.eps)]
+    # One worst case per (norm, eps): an L2 budget and an L-inf budget of the same number
+    # are different threat models and must not be combined.
     worst = [worst_case(e, correct, [(o.result.attack, o.robust) for o in outcomes
-                                     if o.result.eps == e]) for e in the_plan.eps]
+                                     if o.result.eps == e and o.result.norm == norm],
+                        norm=norm)
+             for e in the_plan.eps
+             for norm in dict.fromkeys(o.result.norm for o in outcomes if o.result.eps == e)]
     return outcomes, worst
 
 
@@ -225,7 +237,8 @@ def _outcome(spec: AttackSpec, eps: float, merged: _Merged | None, idx: torch.Te
         gradient_evaluations=int(grads.sum()) if len(grads) else 0, description=description,
         robust_samples=_bits(robust))
     single_step = bool(len(grads)) and int(grads.max()) == 1
-    return Outcome(result=result, robust=robust, single_step=single_step)
+    untouched = bool(len(norms)) and bool((norms == 0).all())
+    return Outcome(result=result, robust=robust, single_step=single_step, untouched=untouched)
 
 
 def _unpack_data(data: Dataset | tuple[torch.Tensor, torch.Tensor],
@@ -322,7 +335,11 @@ def evaluate(
             if echo is not None and (following is None or following.stop <= task.start):
                 _echo_run(echo, [r for r in results if _same_run(r.task, task)])
         outcomes, worst = merge(the_plan, results, correct)
-        findings = _findings(model, craft, x, y, xa, ya, outcomes, seed) if checks else []
+        # Our own PGD is the reference the other gradient attacks are compared with.
+        exempt = {s.label for s in the_plan.specs if s.factory is None
+                  and s.name in ("pgd", "pgd-l2")}
+        findings = _findings(model, craft, x, y, correct, outcomes, seed, exempt) \
+            if checks else []
 
     provenance = {
         "model": {"description": type(model).__name__,
@@ -344,13 +361,17 @@ def evaluate(
 
 
 def _findings(model: nn.Module, craft: nn.Module, x: torch.Tensor, y: torch.Tensor,
-              xa: torch.Tensor, ya: torch.Tensor, outcomes: list[Outcome],
-              seed: int) -> list[Finding]:
-    """The sanity checks: on the model alone, across results, and at a huge budget."""
+              correct: torch.Tensor, outcomes: list[Outcome], seed: int,
+              exempt: set[str]) -> list[Finding]:
+    """The sanity checks: on the model alone, across results, on every attack's activity
+    and against a reference PGD, and at a huge budget."""
     sample = slice(0, CHECK_SAMPLE)
+    xa, ya = x[correct], y[correct]
     threat_models = {o.result.attack: o.result.threat_model for o in outcomes}
     findings = model_checks(model, x[sample], y[sample])
     findings += result_checks(outcomes, threat_models)
+    findings += activity_checks(outcomes)
+    findings += reference_check(model, x, y, correct, outcomes, exempt, seed=seed)
     for norm in sorted({o.result.norm for o in outcomes if o.result.norm in ("linf", "l2")}):
         if len(xa):
             findings += large_eps_check(craft, xa[sample], ya[sample], norm, seed=seed)
@@ -358,8 +379,9 @@ def _findings(model: nn.Module, craft: nn.Module, x: torch.Tensor, y: torch.Tens
 
 
 def worst_case(eps: float, correct: torch.Tensor,
-               robust_by_attack: Sequence[tuple[str, torch.Tensor]]) -> WorstCase:
-    """Per-sample worst case at one eps.
+               robust_by_attack: Sequence[tuple[str, torch.Tensor]], *,
+               norm: str = "") -> WorstCase:
+    """Per-sample worst case at one eps, over attacks of one norm.
 
     Parameters
     ----------
@@ -369,6 +391,8 @@ def worst_case(eps: float, correct: torch.Tensor,
         (N,) bool: clean prediction correct.
     robust_by_attack
         ``(attack, robust)`` in the order the attacks ran, ``robust`` (N,) bool.
+    norm
+        The norm ``eps`` is measured in (``"linf"``, ``"l2"``, ``"none"``), recorded.
 
     Returns
     -------
@@ -386,7 +410,7 @@ def worst_case(eps: float, correct: torch.Tensor,
     lo, hi = wilson_interval(k, n)
     return WorstCase(eps=eps, robust_accuracy=k / n, ci_low=lo, ci_high=hi, n=n,
                      attacks=[name for name, _ in robust_by_attack], broken_by=broken_by,
-                     robust_samples=_bits(robust))
+                     robust_samples=_bits(robust), norm=norm)
 
 
 def _bits(mask: torch.Tensor) -> str:

@@ -16,9 +16,15 @@ from robustness.core.io import read_json, write_json
 from robustness.core.text import markdown_table
 from robustness.core.validation import check_json_schema
 
-SCHEMA_VERSION = 2  # 2 added per-sample outcomes (``robust_samples``); 1 still loads
-READABLE_VERSIONS = (1, 2)
+# 2 added per-sample outcomes (``robust_samples``); 3 groups the worst case by (norm, eps)
+# (``WorstCase.norm``). Versions 1 and 2 still load.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 SEVERITIES = ("info", "warning", "error")
+CHECKS = ("non-determinism", "probability-outputs", "input-gradients",
+          "iterative-vs-single-step", "gradient-free-beats-gradient", "monotone-eps",
+          "large-eps", "attack-inactive", "attack-no-effect", "weaker-than-reference")
+"""The names of the sanity checks (:mod:`robustness.evaluation.checks`) a finding can have."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,13 @@ class AttackResult:
 
 @dataclass(frozen=True)
 class WorstCase:
-    """Per-sample worst case across every attack at one budget.
+    """Per-sample worst case across every attack of one norm at one budget.
 
     A sample counts as robust only if every attack failed on it. ``broken_by`` counts,
-    per attack in the order run, the samples it was first to break.
+    per attack in the order run, the samples it was first to break. Budgets in different
+    norms are different threat models (L2 0.3 is far smaller than L-inf 0.3), so each
+    norm has its own worst case; ``norm`` is ``""`` only in reports read from schema
+    version 1 or 2 whose attacks at that eps mixed norms.
     """
 
     eps: float
@@ -66,6 +75,7 @@ class WorstCase:
     attacks: list[str]
     broken_by: dict[str, int]
     robust_samples: str = ""  # per sample in data order: "1" robust, "0" not ("" if unknown)
+    norm: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,18 +108,32 @@ class RobustnessReport:
         have = ", ".join(f"{r.attack}@{r.eps:g}" for r in self.results)
         raise KeyError(f"no result for attack {attack!r} at eps {eps:g}; have: {have}")
 
-    def worst(self, eps: float) -> WorstCase:
-        """The per-sample worst case at ``eps``."""
-        for w in self.worst_case:
-            if abs(w.eps - eps) < 1e-12:
-                return w
-        have = ", ".join(f"{w.eps:g}" for w in self.worst_case)
-        raise KeyError(f"no worst case at eps {eps:g}; have: {have}")
+    def worst(self, eps: float, norm: str | None = None) -> WorstCase:
+        """The per-sample worst case at ``eps`` in ``norm``.
 
-    def robust_mask(self, attack: str, eps: float) -> list[bool]:
+        ``norm`` may be left out when the report has one worst case at ``eps``; with
+        attacks in several norms at that budget it must be given (KeyError otherwise).
+        """
+        rows = [w for w in self.worst_case if abs(w.eps - eps) < 1e-12
+                and (norm is None or w.norm in (norm, ""))]  # "": recorded without one
+        if len(rows) == 1:
+            return rows[0]
+        have = ", ".join(f"{w.norm or 'mixed'} {w.eps:g}" for w in self.worst_case)
+        if rows:
+            raise KeyError(f"several worst cases at eps {eps:g}, one per norm; give norm= "
+                           f"(have: {have})")
+        raise KeyError(f"no worst case at eps {eps:g}{f' in {norm}' if norm else ''}; "
+                       f"have: {have}")
+
+    def norms_at(self, eps: float) -> list[str]:
+        """The norms of the attacks evaluated at ``eps``, in the order they ran."""
+        return list(dict.fromkeys(r.norm for r in self.results if abs(r.eps - eps) < 1e-12))
+
+    def robust_mask(self, attack: str, eps: float, norm: str | None = None) -> list[bool]:
         """Per sample, in data order: robust to ``attack`` at ``eps`` (``attack="worst case"``
-        for the worst case across attacks). Paired comparisons between runs use these."""
-        row = self.worst(eps) if attack == "worst case" else self.result(attack, eps)
+        for the worst case across attacks, in ``norm`` if several were evaluated). Paired
+        comparisons between runs use these."""
+        row = self.worst(eps, norm) if attack == "worst case" else self.result(attack, eps)
         if len(row.robust_samples) != self.n_samples:
             raise KeyError(f"this report has no per-sample outcomes for {attack!r} at eps "
                            f"{eps:g} (written before schema version 2)")
@@ -138,7 +162,7 @@ class RobustnessReport:
             clean_accuracy=data["clean_accuracy"],
             n_samples=data["n_samples"],
             results=[AttackResult(**r) for r in data["results"]],
-            worst_case=[WorstCase(**w) for w in data["worst_case"]],
+            worst_case=[_worst_with_norm(w, data["results"]) for w in data["worst_case"]],
             findings=[Finding(**f) for f in data["findings"]],
             provenance=data["provenance"],
             schema_version=SCHEMA_VERSION,
@@ -163,7 +187,8 @@ class RobustnessReport:
             [r.attack, r.threat_model, r.eps, r.robust_accuracy,
              f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", r.success_rate, r.median_perturbation,
              r.queries, r.seconds] for r in sorted(self.results, key=lambda r: (r.eps, r.attack))]
-        rows += [["worst case", "all", w.eps, w.robust_accuracy,
+        rows += [[f"worst case ({w.norm})" if w.norm else "worst case", "all", w.eps,
+                  w.robust_accuracy,
                   f"[{w.ci_low:.3f}, {w.ci_high:.3f}]", None, None, None, None]
                  for w in self.worst_case]
         return markdown_table(["attack", "threat model", "eps", "robust acc", "95% CI",
@@ -217,6 +242,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "attacks": {"type": "array", "items": {"type": "string"}},
                 "broken_by": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "robust_samples": _SAMPLES,
+                "norm": {"enum": ["linf", "l2", "none", ""]},
             },
         }},
         "findings": {"type": "array", "items": {
@@ -232,6 +258,14 @@ REPORT_SCHEMA: dict[str, Any] = {
         "provenance": {"type": "object"},
     },
 }
+
+
+def _worst_with_norm(w: dict[str, Any], results: list[dict[str, Any]]) -> WorstCase:
+    """A worst case as read; before schema 3 its norm is that of its attacks, if they agree."""
+    if "norm" in w:
+        return WorstCase(**w)
+    norms = {r["norm"] for r in results if abs(r["eps"] - w["eps"]) < 1e-12}
+    return WorstCase(**w, norm=norms.pop() if len(norms) == 1 else "")
 
 
 class ReportSchemaError(ValueError):

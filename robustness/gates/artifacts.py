@@ -43,7 +43,7 @@ def results_document(results: Sequence[GateResult], *, baseline: Baseline | None
         ``regressions``.
     """
     counts = {s: sum(r.status == s for r in results)
-              for s in ("passed", "failed", "regressed", "error")}
+              for s in ("passed", "failed", "regressed", "unverified", "error")}
     return {
         "format": RESULTS_FORMAT,
         "version": RESULTS_VERSION,
@@ -63,7 +63,9 @@ def junit_xml(results: Sequence[GateResult], *, suite: str,
     """A JUnit ``<testsuites>`` tree: one ``<testcase>`` per gate.
 
     A failed threshold is a ``<failure type="GateFailure">``, a regression a
-    ``<failure type="RobustnessRegression">``, a configuration error an
+    ``<failure type="RobustnessRegression">``, a gate whose findings leave its numbers
+    untrusted a ``<failure type="UnverifiedGate">`` (with the findings), a configuration
+    error an
     ``<error type="GateConfigError">``; ``<system-out>`` carries the figures table.
 
     Parameters
@@ -89,8 +91,12 @@ def junit_xml(results: Sequence[GateResult], *, suite: str,
         elif r.status == "regressed":
             text = "\n".join(g.message() for g in r.regressions)
             cases.append((r.gate.name, r.seconds, "failure", "RobustnessRegression", text, out))
+        elif r.status == "unverified":
+            cases.append((r.gate.name, r.seconds, "failure", "UnverifiedGate", r.explain(), out))
         else:
-            cases.append((r.gate.name, r.seconds, "", None, "", f"{r.summary()}\n\n{out}"))
+            notes = r.findings_text()
+            cases.append((r.gate.name, r.seconds, "", None, "",
+                          f"{r.summary()}\n\n{notes + chr(10) * 2 if notes else ''}{out}"))
     failures = sum(c[2] == "failure" for c in cases)
     errors = sum(c[2] == "error" for c in cases)
     total = f"{sum(c[1] for c in cases):.3f}"

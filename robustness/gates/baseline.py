@@ -35,19 +35,20 @@ class Regression:
     robust_accuracy: float
     ci_low: float
     ci_high: float
-    statistic: float  # what was compared under ``rule``
-    drop: float  # baseline - statistic
+    drop: float  # baseline - robust_accuracy (per sample: (lost - gained) / n)
     max_drop: float
     rule: str
     note: str = ""
+    compared: str = "point estimates"  # how: point estimates, or paired per sample
+    norm: str = ""
 
     def message(self) -> str:
-        """One line: which figure dropped, from what to what, by how much."""
-        which = "upper CI bound" if self.rule == "upper" else "point estimate"
-        text = (f"{self.gate}: {self.attack} robust accuracy at eps {self.eps:g} dropped from "
-                f"{self.baseline:.3f} (baseline) to {self.robust_accuracy:.3f} "
-                f"[{self.ci_low:.3f}, {self.ci_high:.3f}]; drop {self.drop:.3f} by the {which} "
-                f"exceeds max_drop {self.max_drop:.3f} (rule '{self.rule}')")
+        """One line: which figure dropped, from what to what, by how much, judged how."""
+        where = f"{self.norm} eps" if self.norm else "eps"
+        text = (f"{self.gate}: {self.attack} robust accuracy at {where} {self.eps:g} dropped "
+                f"from {self.baseline:.3f} (baseline) to {self.robust_accuracy:.3f} "
+                f"[{self.ci_low:.3f}, {self.ci_high:.3f}]; drop {self.drop:.3f} exceeds "
+                f"max_drop {self.max_drop:.3f}, {self.compared} (rule '{self.rule}')")
         return f"{text}; {self.note}" if self.note else text
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,11 +85,25 @@ class BaselineEntry:
     setup: dict[str, Any]
     updated: str
 
-    def get(self, attack: str, eps: float) -> float | None:
-        """Stored robust accuracy of ``attack`` (or :data:`WORST`) at ``eps``."""
+    def get(self, attack: str, eps: float, norm: str = "") -> float | None:
+        """Stored robust accuracy of ``attack`` (or :data:`WORST`) at ``eps`` in ``norm``
+        (figures stored without a norm match any)."""
         for f in self.figures:
-            if f.get("attack") == attack and abs(float(f.get("eps", math.nan)) - eps) < TOL:
+            if f.get("attack") == attack and abs(float(f.get("eps", math.nan)) - eps) < TOL \
+                    and (not norm or f.get("norm", norm) in (norm, "")):
                 return float(f["robust_accuracy"])
+        return None
+
+    def samples(self, attack: str, eps: float, norm: str = "") -> list[bool] | None:
+        """Stored per-sample outcomes of that figure (None if the baseline has none)."""
+        for f in self.figures:
+            if f.get("attack") == attack and abs(float(f.get("eps", math.nan)) - eps) < TOL \
+                    and (not norm or f.get("norm", norm) in (norm, "")):
+                bits = f.get("robust_samples")
+                # Only outcomes that agree with the stored figure (not a hand-edited one).
+                if isinstance(bits, str) and bits and set(bits) <= {"0", "1"} and abs(
+                        bits.count("1") / len(bits) - float(f["robust_accuracy"])) < 1e-9:
+                    return [c == "1" for c in bits]
         return None
 
     def setup_note(self, setup: Mapping[str, Any]) -> str:
@@ -128,7 +143,7 @@ class Baseline:
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
             "setup": result.gate.setup(),
             "clean_accuracy": result.report.clean_accuracy,
-            "figures": figure_records(result.report),
+            "figures": figure_records(result.report, samples=True),
         }
 
     def save(self) -> Path:

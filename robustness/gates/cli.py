@@ -2,8 +2,11 @@
 
 Exit status: 0 every gate passed, 1 a gate failed its threshold or regressed against the
 baseline, 2 configuration error (unreadable TOML, unknown key, missing checkpoint,
-untrained model, data that does not fit the model). ``--junit-xml`` and ``--json`` write
-the results for the CI system, also when the configuration is wrong. The file's schema is
+untrained model, data that does not fit the model, a sample too small for the threshold),
+3 a gate met its thresholds but is unverified: a sanity check raised a finding that says
+its numbers cannot be trusted (accept one explicitly with ``allow_findings``).
+``--junit-xml`` and ``--json`` write the results for the CI system, also when the
+configuration is wrong. The file's schema is
 in :mod:`robustness.gates.config`. Precedence: a gate's own keys, then command-line
 options, then ``[defaults]``.
 
@@ -27,19 +30,21 @@ from robustness.gates.errors import GateConfigError
 from robustness.gates.gate import BUDGETS, GateResult, Resources, error_result
 from robustness.gates.threshold import RULES
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNVERIFIED = 0, 1, 2, 3
 
 
 def add_gate_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``robustness gate`` on the ``robustness`` command's sub-parsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "gate", help="check robustness gates from a TOML file (exit 0 pass, 1 fail, 2 config "
-                     "error)",
+                     "error, 3 unverified)",
         description="Evaluate every gate of a TOML file (checkpoints, data, attacks, eps, "
                     "thresholds) and judge its thresholds. Exit status 0 when every gate "
                     "passed, 1 when a gate failed or regressed against the baseline, 2 on a "
-                    "configuration error. Precedence: a gate's keys, then these options, then "
-                    "the file's [defaults].")
+                    "configuration error (including a sample too small for a threshold), 3 "
+                    "when a gate met its thresholds but a sanity-check finding says its numbers "
+                    "cannot be trusted (accept it with allow_findings). Precedence: a gate's "
+                    "keys, then these options, then the file's [defaults].")
     p.add_argument("config", type=Path, metavar="GATES.toml",
                    help="the gate file (see robustness.gates.config for the schema)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
@@ -112,6 +117,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         print(f"{result.status.upper()}: {gate.name}: {result.summary()}")
         if result.status != "passed":
             print(_indent(result.explain()))
+        elif result.accepted_findings:
+            print(_indent(result.findings_text()))
         print()
 
     if args.update_baseline and baseline is not None:
@@ -129,7 +136,7 @@ def _indent(text: str) -> str:
 def _report(results: list[GateResult], baseline: Baseline | None, args: argparse.Namespace,
             seconds: float) -> int:
     counts = {s: sum(r.status == s for r in results)
-              for s in ("passed", "failed", "regressed", "error")}
+              for s in ("passed", "failed", "regressed", "unverified", "error")}
     print(f"{len(results)} gate(s) in {seconds:.1f} s: " +
           ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     if baseline is not None:
@@ -153,7 +160,9 @@ def _report(results: list[GateResult], baseline: Baseline | None, args: argparse
             if r.error is not None:
                 print(f"robustness gate: error: {r.error}", file=sys.stderr)
         return EXIT_CONFIG
-    return EXIT_FAILED if counts["failed"] or counts["regressed"] else EXIT_OK
+    if counts["failed"] or counts["regressed"]:
+        return EXIT_FAILED
+    return EXIT_UNVERIFIED if counts["unverified"] else EXIT_OK
 
 
 def _write_outputs(args: argparse.Namespace, results: list[GateResult],
@@ -177,4 +186,5 @@ def _write_outputs(args: argparse.Namespace, results: list[GateResult],
         write_text(args.junit_xml, text + "\n")
 
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "add_gate_parser", "cmd_gate"]
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "EXIT_UNVERIFIED", "add_gate_parser",
+           "cmd_gate"]

@@ -44,6 +44,7 @@ from typing import Any
 
 from robustness.core.validation import (
     ParameterError,
+    check_bool,
     check_choice,
     check_float,
     check_int,
@@ -69,10 +70,16 @@ GATE_KEYS: dict[str, str] = {
     "attack": "the attack the threshold applies to; default: worst case across attacks",
     "max_drop": "largest allowed drop from the baseline",
     "rule": f"statistical rule: {', '.join(RULES)}",
+    "norm": "the norm eps is in ('linf', 'l2'): needed for the worst case when the attacks "
+            "use several norms",
+    "allow_findings": "sanity-check findings accepted for this gate, by check name (e.g. "
+                      "['input-gradients']); any other warning makes the gate unverified",
+    "reference_attack": "add the reference PGD to the worst case in every norm used "
+                        "(default true; false removes it explicitly)",
     "thresholds": "further thresholds: Threshold objects or tables with eps, "
-                  "robust_accuracy, attack, max_drop, rule",
+                  "robust_accuracy, attack, max_drop, rule, norm",
 }
-_THRESHOLD_KEYS = ("eps", "robust_accuracy", "attack", "max_drop", "rule")
+_THRESHOLD_KEYS = ("eps", "robust_accuracy", "attack", "max_drop", "rule", "norm")
 DEFAULTS_KEYS = ("budget", "n", "seed", "rule", "max_drop", "baseline")  # [defaults]
 TOP_KEYS = ("defaults", "gate")  # top-level tables of a gate file
 
@@ -115,7 +122,11 @@ def _threshold(owner: str, values: Mapping[str, Any], defaults: GateDefaults,
         raise invalid(owner, "attack", "an attack label such as 'pgd', or absent for the worst "
                       "case across attacks", attack)
     rule = check_choice(owner, "rule", values.get("rule", defaults.rule), tuple(RULES))
-    return Threshold(robust_accuracy=ra, eps=eps, attack=attack, max_drop=max_drop, rule=rule)
+    norm = values.get("norm")
+    if norm is not None:
+        norm = check_choice(owner, "norm", norm, ("linf", "l2", "none"))
+    return Threshold(robust_accuracy=ra, eps=eps, attack=attack, max_drop=max_drop, rule=rule,
+                     norm=norm)
 
 
 def _attack_list(owner: str, value: Any) -> tuple[str, ...]:
@@ -242,11 +253,25 @@ def _gate_from_mapping(values: Mapping[str, Any], owner: str, default_name: str 
                                          regression_only_ok=False))
         else:
             raise invalid(where, "thresholds", "Threshold objects or tables", t)
+    allow = values.get("allow_findings", [])
+    if isinstance(allow, str) or not isinstance(allow, list | tuple) or not all(
+            isinstance(a, str) and a.strip() for a in allow):
+        raise invalid(owner, "allow_findings", "a list of check names such as "
+                      "['input-gradients']", allow)
+    from robustness.evaluation.report import CHECKS
+
+    for a in allow:
+        if a.strip() not in CHECKS:
+            raise invalid(owner, "allow_findings", f"check names among {', '.join(CHECKS)}"
+                          f"{did_you_mean(a.strip(), CHECKS)}", a)
+    reference = check_bool(owner, "reference_attack", values.get("reference_attack", True))
     gate = Gate(name=name.strip(), thresholds=tuple(thresholds), model=model, data=data,
                 attacks=attacks, budget=budget, n=n, seed=seed,
                 tolerance=check_float(owner, "max_drop (default)", defaults.max_drop,
-                                      low=0.0, high=1.0))
-    check_attack_specs(owner, gate.attack_specs, gate.eps[0])
+                                      low=0.0, high=1.0),
+                allow_findings=tuple(a.strip() for a in allow), reference_attack=reference)
+    check_attack_specs(owner, gate.attacks if gate.attacks is not None
+                       else BUDGETS[gate.budget].attacks, gate.eps[0])
     return gate
 
 

@@ -11,6 +11,7 @@ configuration is wrong (no model, an untrained model, data of the wrong shape): 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from robustness.gates.threshold import (
     DEFAULT_RULE,
     Threshold,
     Verdict,
+    drop_criterion,
     figure_of,
     figure_records,
+    resolution,
+    sample_size_problem,
 )
 
 if TYPE_CHECKING:
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 
     from robustness.checkpoint import CheckpointMeta
     from robustness.data import Dataset
-    from robustness.evaluation.report import RobustnessReport
+    from robustness.evaluation.report import Finding, RobustnessReport
     from robustness.gates.baseline import Baseline
 
 
@@ -57,6 +61,9 @@ BUDGETS: dict[str, Budget] = {
                              "or before a release, minutes per eps"),
 }
 DEFAULT_BUDGET = "fast"
+REFERENCE_ATTACKS: dict[str, str] = {"linf": "pgd(steps=20)", "l2": "pgd-l2(steps=20)"}
+"""The PGD every gate's worst case includes in each norm its attacks use: an attack that
+is broken (or configured to do nothing) then cannot make a model look robust."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,15 @@ class Gate:
         Attack preset, sample size (None: the budget's) and seed.
     tolerance
         ``max_drop`` for the baseline comparison of thresholds that set none.
+    allow_findings
+        Sanity-check findings (by check name, e.g. ``"input-gradients"``) accepted for
+        this gate. Any other finding of severity warning or error makes the gate
+        ``"unverified"``: its numbers cannot be trusted, so it does not pass. Accepted
+        findings are still printed.
+    reference_attack
+        Add the reference PGD (:data:`REFERENCE_ATTACKS`) to the worst case in every norm
+        the gate's attacks use, unless they already include our PGD (default True). Set
+        False to remove it explicitly.
     """
 
     name: str
@@ -103,6 +119,8 @@ class Gate:
     n: int | None = None
     seed: int = 0
     tolerance: float = 0.0
+    allow_findings: tuple[str, ...] = ()
+    reference_attack: bool = True
 
     @property
     def eps(self) -> list[float]:
@@ -111,8 +129,25 @@ class Gate:
 
     @property
     def attack_specs(self) -> tuple[str, ...]:
-        """The attacks run: the gate's own, else the budget's."""
-        return self.attacks if self.attacks is not None else BUDGETS[self.budget].attacks
+        """The attacks run: the gate's own, else the budget's, then the reference PGD of
+        every norm they use without our PGD (unless ``reference_attack`` is False)."""
+        specs = self.attacks if self.attacks is not None else BUDGETS[self.budget].attacks
+        if not self.reference_attack or not self.eps:
+            return specs
+        from attacks.registry import parse_attack_spec
+
+        have: set[str] = set()  # norms where our own PGD already runs
+        norms: list[str] = []
+        for spec in specs:
+            parsed = parse_attack_spec(spec)
+            attack = parsed.build(self.eps[0] if parsed.bounded() else None)
+            norms.append(attack.norm)
+            if parsed.factory is None and parsed.name in ("pgd", "pgd-l2"):
+                have.add(attack.norm)
+        extra = tuple(REFERENCE_ATTACKS[n] for n in dict.fromkeys(norms)
+                      if n in REFERENCE_ATTACKS and n not in have
+                      and REFERENCE_ATTACKS[n] not in specs)
+        return (*specs, *extra)
 
     @property
     def sample_size(self) -> int:
@@ -175,18 +210,25 @@ class Gate:
         for t in self.thresholds:
             if entry is None:
                 break
-            fig = figure_of(report, t.eps, t.attack)
-            stored = entry.get(fig.attack, fig.eps)
+            fig = figure_of(report, t.eps, t.attack, t.norm)
+            stored = entry.get(fig.attack, fig.eps, fig.norm)
             if stored is None:
                 continue
             max_drop = t.max_drop if t.max_drop is not None else self.tolerance
-            drop = dataclasses.replace(t, robust_accuracy=None, max_drop=max_drop) \
-                .check(report, baseline=stored).criteria[0]
+            # Per-sample pairing needs the very same samples: same data, n, seed, attacks.
+            same = entry.setup == self.setup()
+            base_mask = entry.samples(fig.attack, fig.eps, fig.norm) if same else None
+            mask = report.robust_mask(fig.attack, fig.eps, fig.norm or None) \
+                if base_mask is not None else None
+            drop = drop_criterion(stored, fig.robust_accuracy, max_drop, t.rule,
+                                  baseline_mask=base_mask, current_mask=mask)
             if not drop.passed:
+                compared = drop.paired.describe() if drop.paired is not None else \
+                    "by point estimates (the baseline has no per-sample outcomes for this setup)"
                 regressions.append(Regression(
                     self.name, fig.attack, fig.eps, stored, fig.robust_accuracy, fig.ci_low,
-                    fig.ci_high, fig.statistic(t.rule), drop.statistic, max_drop, t.rule,
-                    note=entry.setup_note(self.setup())))
+                    fig.ci_high, drop.statistic, max_drop, t.rule,
+                    note=entry.setup_note(self.setup()), compared=compared, norm=fig.norm))
         return GateResult(gate=self, report=report, verdicts=verdicts, regressions=regressions,
                           seconds=time.perf_counter() - started, compared=entry is not None)
 
@@ -197,7 +239,8 @@ class Gate:
                              echo=echo)
 
     def setup(self) -> dict[str, Any]:
-        """What the figures depend on; stored with a baseline to spot incomparable runs."""
+        """What the figures depend on; stored with a baseline to spot incomparable runs
+        (and to pair per-sample outcomes only between runs on the same samples)."""
         return {"attacks": list(self.attack_specs), "n": self.sample_size, "seed": self.seed,
                 "budget": self.budget if self.attacks is None else None,
                 "data": self.data if isinstance(self.data, str) else None}
@@ -302,6 +345,12 @@ def _prepare(gate: Gate, model: Any, data: Any, resources: Resources) -> Prepare
         if int(y.max()) >= meta.num_classes:
             raise gate._error(f"the data has labels up to {int(y.max())} but the model has "
                               f"{meta.num_classes} classes.")
+    for t in gate.thresholds:
+        problem = None if t.robust_accuracy is None else \
+            sample_size_problem(len(x), t.robust_accuracy, t.rule)
+        if problem is not None:
+            raise gate._error(f"{problem}. Raise n (the gate evaluates "
+                              f"{len(x)} image{'s' if len(x) != 1 else ''}).")
     _check_trained(gate, model, x, y, shape)
     return PreparedGate(model=model, data=data, x=x, y=y, model_info=model_info)
 
@@ -331,6 +380,17 @@ def _check_trained(gate: Gate, model: nn.Module, x: torch.Tensor, y: torch.Tenso
     n = len(y)
     correct = int((logits.argmax(1) == y).sum())
     majority = int(y.bincount().max()) / n
+    if wilson_interval(n, n)[0] <= majority:
+        # Even n of n correct could not show the model beats the majority class: the
+        # sample, not the model, is the problem.
+        k = logits.shape[1]  # with balanced labels, the majority of m images is ceil(m / k)
+        need = next(m for m in range(n + 1, n + 10_000)
+                    if wilson_interval(m, m)[0] > math.ceil(m / k) / m)
+        raise gate._error(
+            f"n = {n} is too small to tell a trained model from one that always predicts the "
+            f"most frequent class ({majority:.3f} of these {n} images): even {n} of {n} "
+            f"correct would not show it at 95% confidence. Evaluate at least n = {need} "
+            f"images.")
     low, _ = wilson_interval(correct, n)
     if low <= majority:
         raise gate._error(
@@ -355,14 +415,41 @@ class GateResult:
 
     @property
     def status(self) -> str:
-        """``"error"``, ``"failed"`` (a minimum), ``"regressed"`` (baseline) or ``"passed"``."""
+        """``"error"``, ``"failed"`` (a minimum), ``"regressed"`` (baseline),
+        ``"unverified"`` (the thresholds held but a sanity check says the numbers cannot
+        be trusted) or ``"passed"``."""
         if self.error is not None:
             return "error"
         if any(not v.passed for v in self.verdicts):
             return "failed"
         if self.regressions:
             return "regressed"
+        if self.blocking_findings:
+            return "unverified"
         return "passed"
+
+    @property
+    def blocking_findings(self) -> list[Finding]:
+        """Findings of severity warning or error the gate did not accept."""
+        if self.report is None:
+            return []
+        return [f for f in self.report.problems("warning")
+                if f.check not in self.gate.allow_findings]
+
+    @property
+    def accepted_findings(self) -> list[Finding]:
+        """Findings of severity warning or error accepted with ``allow_findings``."""
+        if self.report is None:
+            return []
+        return [f for f in self.report.problems("warning") if f.check in self.gate.allow_findings]
+
+    def findings_text(self) -> str:
+        """The blocking and the accepted findings, one per line (empty if none)."""
+        lines = [f"finding ({f.severity}) {f.check}: {f.message}"
+                 for f in self.blocking_findings]
+        lines += [f"accepted finding ({f.severity}) {f.check} (allow_findings): {f.message}"
+                  for f in self.accepted_findings]
+        return "\n".join(lines)
 
     @property
     def failed_verdicts(self) -> list[Verdict]:
@@ -376,6 +463,14 @@ class GateResult:
         parts = [v.explain(f"Robustness gate '{self.gate.name}' FAILED: threshold "
                            f"{v.threshold.describe()}") for v in self.failed_verdicts]
         parts += [r.message() for r in self.regressions]
+        if self.blocking_findings:
+            names = ", ".join(dict.fromkeys(f.check for f in self.blocking_findings))
+            parts.append(
+                f"Robustness gate '{self.gate.name}' is UNVERIFIED: its sanity checks say the "
+                f"robust accuracy cannot be trusted ({names}). Fix the cause, or accept a "
+                f"finding explicitly with allow_findings = [\"{names.split(', ')[0]}\"].")
+        if self.blocking_findings or self.accepted_findings:
+            parts.append(self.findings_text())
         return "\n\n".join(parts)
 
     def summary(self) -> str:
@@ -385,15 +480,32 @@ class GateResult:
             return f"configuration error: {self.error.removeprefix(prefix)}"
         parts = [v.summary() for v in self.verdicts]
         if not parts and self.report is not None:
-            figs = [figure_of(self.report, t.eps, t.attack) for t in self.gate.thresholds]
+            figs = [figure_of(self.report, t.eps, t.attack, t.norm)
+                    for t in self.gate.thresholds]
             parts = [f"{f.attack} @ eps {f.eps:g}: {f.robust_accuracy:.3f} [{f.ci_low:.3f}, "
                      f"{f.ci_high:.3f}]" for f in figs]
         parts += [f"REGRESSED {r.attack} @ eps {r.eps:g}: {r.baseline:.3f} -> "
                   f"{r.robust_accuracy:.3f} (max_drop {r.max_drop:.3f})"
                   for r in self.regressions]
-        n = f"n={self.report.n_samples}, clean {self.report.clean_accuracy:.3f}, " \
-            if self.report is not None else ""
+        if self.blocking_findings:
+            parts.append("UNVERIFIED by findings: " + ", ".join(
+                dict.fromkeys(f.check for f in self.blocking_findings)))
+        if self.accepted_findings:
+            parts.append("accepted findings: " + ", ".join(
+                dict.fromkeys(f.check for f in self.accepted_findings)))
+        n = ""
+        if self.report is not None:
+            n = (f"n={self.report.n_samples}, resolution "
+                 f"+-{self.resolution(self.report.n_samples):.3f}, clean "
+                 f"{self.report.clean_accuracy:.3f}, ")
         return f"{'; '.join(parts)} ({n}{self.seconds:.1f} s)"
+
+    def resolution(self, n: int) -> float:
+        """The 95% CI half-width at the gate's strictest minimum (0.5 without one) for
+        ``n`` images: differences smaller than this are invisible to the gate."""
+        minimums = [t.robust_accuracy for t in self.gate.thresholds
+                    if t.robust_accuracy is not None]
+        return resolution(n, max(minimums) if minimums else 0.5)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record: setup, status, figures, verdicts, regressions, full report."""
@@ -407,12 +519,16 @@ class GateResult:
             "eps": self.gate.eps,
             "clean_accuracy": self.report.clean_accuracy if self.report else None,
             "n": self.report.n_samples if self.report else None,
+            "resolution": self.resolution(self.report.n_samples) if self.report else None,
             "verdicts": [v.to_dict() for v in self.verdicts],
             "regressions": [r.to_dict() for r in self.regressions],
             "compared_with_baseline": self.compared,
             "figures": figures,
             "findings": [dataclasses.asdict(f) for f in self.report.findings]
             if self.report else [],
+            "blocking_findings": [f.check for f in self.blocking_findings],
+            "accepted_findings": [f.check for f in self.accepted_findings],
+            "allow_findings": list(self.gate.allow_findings),
             "report": self.report.to_dict() if self.report else None,
         }
 

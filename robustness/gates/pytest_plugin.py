@@ -261,7 +261,7 @@ class GateFixture:
             session.record(self.result)
             raise GateConfigError(str(e)) from None
         session.record(self.result)
-        if self.result.failed_verdicts:
+        if self.result.failed_verdicts or self.result.blocking_findings:
             raise GateFailure(self.result.explain())
         assert self.result.report is not None  # evaluate() always sets it
         return self.result.report
@@ -351,6 +351,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 _STATUS_MARKUP = {"passed": {"green": True}, "failed": {"red": True}, "regressed": {"red": True},
+                  "unverified": {"yellow": True, "bold": True},
                   "error": {"red": True, "bold": True}}
 
 
@@ -366,6 +367,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
     for result in gs.results:
         tr.write(f"{result.status.upper():<9} ", **_STATUS_MARKUP[result.status])
         tr.write_line(f"{result.gate.name:<{width}}  {result.summary()}")
+        for line in result.findings_text().splitlines():
+            tr.write_line(f"{'':<10}{line}")
     if gs.baseline_path is not None:
         if gs.update_baseline:
             tr.write_line(f"baseline: recorded {sum(r.report is not None for r in gs.results)} "
