@@ -153,3 +153,11 @@ def test_evaluate_never_tests_on_the_checkpoints_training_images(tmp_path: Path)
         report = json.loads((out / "report.json").read_text())
         assert report["provenance"]["dataset"]["split"] == load_dataset("digits", seed=0).split
         assert report["provenance"]["seed"] == 1  # the attacks still use --seed
+    # An explicit split seed that would put training images into the test set is refused.
+    refused = run("evaluate", "--model", str(tmp_path / "run"), "--data", "digits", "--attacks",
+                  "fgsm", "--eps", "0.1", "--n", "20", "--split-seed", "1", "--no-checks",
+                  "--out", str(tmp_path / "refused"))
+    assert refused.returncode == 2
+    assert "'--split-seed' parameter of robustness must be 0, the seed the checkpoint was " \
+           "trained with on digits" in refused.stderr
+    assert not (tmp_path / "refused").exists()

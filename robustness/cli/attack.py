@@ -11,6 +11,7 @@ from robustness.cli.common import (
     add_n_option,
     add_out_option,
     add_seed_option,
+    add_split_seed_option,
     load_data,
 )
 from robustness.core.argtypes import number
@@ -36,6 +37,7 @@ def add_attack_parser(sub: Any) -> argparse.ArgumentParser:
     add_n_option(p, "attack")
     add_seed_option(p, "the attack and the data split (the checkpoint's own split when --data is "
                        "its training set, so no training image is tested)")
+    add_split_seed_option(p)
     add_out_option(p)
     return p
 

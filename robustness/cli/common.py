@@ -57,6 +57,15 @@ def add_seed_option(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"seed of {what} (default: %(default)s)")
 
 
+def add_split_seed_option(p: argparse.ArgumentParser) -> None:
+    """``--split-seed``: the train/test split of ``--data``, for commands reading a checkpoint."""
+    p.add_argument("--split-seed", type=non_negative_int, default=None,
+                   help="seed of the train/test split of --data (default: the checkpoint's "
+                        "training seed when --data is its dataset, else --seed); a seed that "
+                        "would put the checkpoint's training images into the test split is "
+                        "refused")
+
+
 def add_out_option(p: argparse.ArgumentParser) -> None:
     """``--out`` (required): the run directory every output file goes into."""
     p.add_argument("--out", required=True, type=Path, help="run directory to write into")
@@ -74,16 +83,24 @@ def add_no_progress_option(p: argparse.ArgumentParser) -> None:
 
 
 def load_data(args: argparse.Namespace, meta: CheckpointMeta | None = None) -> Dataset:
-    """The dataset named by ``--data``/``--data-root``, split by ``--seed``.
+    """The dataset named by ``--data``/``--data-root``, split by ``--split-seed`` or ``--seed``.
 
     When ``meta`` is the checkpoint under test and ``--data`` is the dataset it was
     trained on, the split is the one its training seed made (whatever ``--seed`` says), so
     no training image is ever evaluated as a test image.
     """
     from robustness.checkpoint import held_out_seed
+    from robustness.core.validation import invalid
     from robustness.data import load_dataset
 
     seed = held_out_seed(args.data, meta, default=args.seed)
+    split_seed = getattr(args, "split_seed", None)
+    if split_seed is not None:
+        if meta is not None and held_out_seed(args.data, meta, default=split_seed) != split_seed:
+            raise invalid("robustness", "--split-seed", f"{seed}, the seed the checkpoint was "
+                          f"trained with on {meta.dataset} (or left out): another split puts "
+                          f"its training images into the test set", split_seed)
+        seed = split_seed
     return load_dataset(args.data, root=args.data_root, seed=seed)
 
 

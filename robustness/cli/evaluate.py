@@ -12,6 +12,7 @@ from robustness.cli.common import (
     add_n_option,
     add_out_option,
     add_seed_option,
+    add_split_seed_option,
     load_data,
 )
 from robustness.core.argtypes import number_list
@@ -35,6 +36,7 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     add_n_option(p, "evaluate")
     add_seed_option(p, "the attacks and the data split (the checkpoint's own split when --data is "
                        "its training set, so no training image is tested)")
+    add_split_seed_option(p)
     p.add_argument("--source-model", type=Path, default=None,
                    help="craft the adversarial examples on this checkpoint instead and "
                         "evaluate their transfer to --model (threat model 'transfer')")
