@@ -63,7 +63,8 @@ def typecheck(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Train the reference ConvNet on mnist, attack it, print the table (`robustness demo`)."""
     install(session)
-    session.run("robustness", "demo", *session.posargs)
+    # The demo replaces its previous run (all-or-nothing); other options pass through.
+    session.run("robustness", "demo", "--overwrite", *session.posargs)
 
 
 @nox.session

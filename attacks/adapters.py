@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.base import Attack, RunResult
+from attacks.base import Attack, AttackError, RunResult
 from robustness.core.validation import (
     ParameterError,
     check_float,
@@ -172,7 +172,21 @@ def check_kwargs(owner: str, func: Callable[..., Any], kwargs: Mapping[str, Any]
     for name in named:
         if parameters[name].default is inspect.Parameter.empty and name not in kwargs:
             raise invalid(owner, name, "given: it has no default", "nothing", raw=True)
+    for key, value in kwargs.items():
+        if key in named and value is not None:
+            _check_like_default(owner, key, value, parameters[key].default)
     check_library_ranges(owner, kwargs)
+
+
+def _check_like_default(owner: str, key: str, value: Any, default: Any) -> None:
+    """A keyword whose documented default is a bool, int or float must be one too: the
+    libraries do not check, and fail deep inside (``steps='abc'``) or not at all."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise invalid(owner, key, "a bool (true or false)", value)
+    elif isinstance(default, int | float):  # an int default may still take floats (CW's c=1)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise invalid(owner, key, "a number", value)
 
 
 def _brief(value: Any) -> str:
@@ -224,9 +238,12 @@ def _foolbox_classes() -> dict[str, type]:
 
 
 @contextlib.contextmanager
-def _library_sandbox(model: nn.Module, seed: int) -> Iterator[None]:
+def _library_sandbox(model: nn.Module, seed: int, attack: str = "the library attack"
+                     ) -> Iterator[None]:
     """Run a library attack without side effects on the caller.
 
+    * An exception raised inside the library becomes one :class:`~attacks.base.AttackError`
+      naming ``attack`` and the library's message (not a traceback from its internals).
     * Weight gradients are switched off: the attacks need input gradients only, and
       some (torchattacks CW, DeepFool, JSMA) call ``backward()``, which would
       otherwise accumulate into the caller's ``param.grad``.
@@ -244,6 +261,14 @@ def _library_sandbox(model: nn.Module, seed: int) -> Iterator[None]:
             p.requires_grad_(False)
         with contextlib.redirect_stdout(io.StringIO()):
             yield
+    except ParameterError:
+        raise
+    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError,
+            ZeroDivisionError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise AttackError(f"{attack} failed inside the library: {type(e).__name__}"
+                          f"{': ' + first if first else ''}. Check its arguments against the "
+                          f"library's documentation.") from e
     finally:
         for p in params:
             p.requires_grad_(True)
@@ -332,7 +357,7 @@ class TorchattacksAttack(_LibraryAttack):
             kwargs["norm"] = self._library_norm
         if self._takes_seed:
             kwargs["seed"] = self.seed
-        with _library_sandbox(model, self.seed):
+        with _library_sandbox(model, self.seed, repr(self)):
             attack = self._cls(counter, **kwargs)
             # torchattacks guesses the device from the first parameter; say it instead.
             attack.set_device(x.device)
@@ -424,7 +449,7 @@ class FoolboxAttack(_LibraryAttack):
         fmodel = fb.PyTorchModel(counter, bounds=(0.0, 1.0), device=x.device)
         criterion = (fb.criteria.TargetedMisclassification(target) if target is not None
                      else fb.criteria.Misclassification(y))
-        with _library_sandbox(model, self.seed):
+        with _library_sandbox(model, self.seed, repr(self)):
             try:
                 _, x_adv, _ = self._attack(fmodel, x, criterion, epsilons=self.eps)
             except ValueError as err:

@@ -20,6 +20,7 @@ from torch import nn
 
 from robustness.core.modes import eval_mode, predict
 from robustness.core.validation import (
+    ParameterError,
     check_bool,
     check_float,
     check_images,
@@ -30,6 +31,22 @@ from robustness.core.validation import (
 
 NORMS: Final = ("linf", "l2", "none")
 THREAT_MODELS: Final = ("white-box", "black-box", "transfer")
+# The largest budget that means anything. Pixels are in [0, 1], so an L-inf budget above
+# 1 allows nothing more than 1; 1000 in L2 covers every pixel of a 1000 x 1000 image, and
+# keeps every step computed from eps (2.5 * eps / steps, squared norms) finite in float32.
+MAX_EPS: Final = {"linf": 1.0, "l2": 1000.0, "none": 1000.0}
+
+
+class AttackError(ParameterError):
+    """An attack returned inputs that cannot be judged: non-finite values, pixels outside
+    [0, 1], a different shape, or perturbations beyond its budget. Nothing is counted.
+
+    ``check`` names the conformance check (:mod:`attacks.conformance`) the output broke.
+    """
+
+    def __init__(self, message: str, *, check: str = "") -> None:
+        super().__init__(message)
+        self.check = check
 
 
 @dataclass(frozen=True)
@@ -130,19 +147,42 @@ def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 def check_model_output(owner: str, model: nn.Module, x: torch.Tensor,
                        y: torch.Tensor | None = None) -> int:
-    """Run ``model`` on one sample of ``x`` and check it returns logits (1, K); return K."""
+    """Run ``model`` on two samples of ``x`` and check it returns logits (2, K); return K.
+
+    Every way a model and its inputs can fail to fit is one :class:`ParameterError`
+    naming what was expected and what came back: not a module, inputs of another dtype
+    than its weights, inputs it cannot process (shape), or an output that is not logits.
+    """
     if not isinstance(model, nn.Module):
         raise invalid(owner, "model", "a torch.nn.Module returning logits (N, K)",
                       type(model).__name__, raw=True)
-    with torch.no_grad():
-        out = model(x[:2])
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x[:2].shape[0]:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise invalid(owner, "model", f"a module mapping (N, C, H, W) to logits (N, K); "
-                      f"for a batch of {x[:2].shape[0]} it", f"returned {shape}", raw=True)
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) == 1 and x.dtype not in dtypes:
+        (dtype,) = dtypes
+        raise invalid(owner, "x", f"a tensor of the model's dtype {dtype} (convert with "
+                      f"x.to({dtype}))", f"dtype {x.dtype}", raw=True)
+    batch = x[:2]
+    try:
+        with torch.no_grad():
+            out = model(batch)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise invalid(owner, "model", f"a module that accepts inputs of shape "
+                      f"{tuple(batch.shape)} (N, C, H, W)", f"an error from the model: {first}",
+                      raw=True) from None
+    n = batch.shape[0]
+    if not isinstance(out, torch.Tensor):
+        raise invalid(owner, "model", f"a module returning one logits tensor of shape ({n}, K) "
+                      f"for {n} inputs", f"a {type(out).__name__}", raw=True)
+    if out.dim() != 2 or out.shape[0] != n:
+        raise invalid(owner, "model", f"a module returning logits of shape ({n}, K) for {n} "
+                      f"inputs", f"shape {tuple(out.shape)}", raw=True)
     if out.shape[1] < 2:
         raise invalid(owner, "model", "a classifier with at least 2 output classes",
                       f"{out.shape[1]} outputs", raw=True)
+    if not out.is_floating_point():
+        raise invalid(owner, "model", "a module returning floating-point logits",
+                      f"dtype {out.dtype}", raw=True)
     if not torch.isfinite(out).all():
         raise invalid(owner, "model", "a module returning finite logits",
                       "NaN or infinite outputs", raw=True)
@@ -177,7 +217,10 @@ class Attack(ABC):
         if norm not in NORMS:
             raise invalid(owner, "norm", f"one of {', '.join(map(repr, NORMS))}", norm)
         self.norm = norm
-        self.eps = None if eps is None else check_float(owner, "eps", eps, low=0.0)
+        self.eps = None if eps is None else check_float(
+            owner, "eps", eps, low=0.0, high=MAX_EPS[norm],
+            expected=f"a finite float in [0, {MAX_EPS[norm]:g}] (the largest meaningful "
+                     f"{norm} budget for images in [0, 1])")
         self.targeted = check_bool(owner, "targeted", targeted)
         self.seed = check_int(owner, "seed", seed, low=0)
 
@@ -239,7 +282,7 @@ class Attack(ABC):
                 torch.manual_seed(self.seed)
                 result = runner._run(model, x_in, y, target)
             elapsed = time.perf_counter() - start
-            x_adv = result.x_adv.detach()
+            x_adv = self._checked_output(result.x_adv, x)
             predictions = predict(model, x_adv, batch_size=1024).argmax(1)
             already = None
             if every_sample:
@@ -260,6 +303,33 @@ class Attack(ABC):
             targets=target,
             already_misclassified=already,
         )
+
+    def _checked_output(self, x_adv: object, x: torch.Tensor) -> torch.Tensor:
+        """``x_adv`` if it can be judged; an :class:`AttackError` naming the attack if not."""
+        what = f"{self!r} returned"
+        if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
+            got = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
+            raise AttackError(f"{what} x_adv of shape {got} for inputs of shape "
+                              f"{tuple(x.shape)}; nothing was counted.",
+                              check="returns_adversarial_batch")
+        x_adv = x_adv.detach().to(x.dtype)
+        bad = int((~torch.isfinite(x_adv)).sum())
+        if bad:
+            raise AttackError(f"{what} {bad} non-finite values (NaN or inf) in x_adv: the "
+                              f"attack diverged (check eps and step sizes); nothing was counted "
+                              f"as a success.", check="outputs_valid_images")
+        if float(x_adv.min()) < -1e-6 or float(x_adv.max()) > 1 + 1e-6:
+            raise AttackError(f"{what} pixels outside [0, 1] (min {float(x_adv.min()):.3g}, "
+                              f"max {float(x_adv.max()):.3g}); nothing was counted.",
+                              check="outputs_valid_images")
+        if self.eps is not None and self.norm in ("linf", "l2"):
+            norms = perturbation_norm(x_adv - x, self.norm)
+            over = ~budget_ok(norms, self.eps)
+            if bool(over.any()):
+                raise AttackError(f"{what} {int(over.sum())} perturbations beyond its {self.norm} "
+                                  f"budget {self.eps:g} (largest {float(norms.max()):.4g}); "
+                                  f"nothing was counted.", check="respects_budget")
+        return x_adv.clamp(0.0, 1.0)  # only float rounding (<= 1e-6) is clamped
 
     def _for_every_sample(self) -> Attack:
         """This attack set up to perturb every sample (see ``every_sample`` in ``__call__``).

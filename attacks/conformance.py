@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.base import NORMS, AdversarialBatch, budget_ok, perturbation_norm
+from attacks.base import NORMS, AdversarialBatch, AttackError, budget_ok, perturbation_norm
 from robustness.core.modes import eval_mode, predict
 from robustness.core.validation import ParameterError, invalid
 
@@ -72,6 +72,15 @@ class _Trial:
     @functools.cached_property
     def first(self) -> _Run:
         return self._run(self.x, start_in_train=True)
+
+    @functools.cached_property
+    def refusal(self) -> AttackError | None:
+        """The :class:`~attacks.base.AttackError` the first run raised, if any."""
+        try:
+            self.first  # noqa: B018 (runs the attack once, cached)
+        except AttackError as err:
+            return err
+        return None
 
     @functools.cached_property
     def second(self) -> _Run:
@@ -307,6 +316,14 @@ def check_attack(attack: Callable[..., Any], model: nn.Module, x: torch.Tensor,
     with eval_mode(model, switch=False):
         trial = _Trial(attack, model, x, y, eps)
         for name in selected:
+            refused = trial.refusal
+            if refused is not None:
+                # The template refused the attack's output (an Attack subclass): that is
+                # the failure of the check it names; the others have no batch to look at.
+                if refused.check == name:
+                    raise AssertionError(f"check '{name}' failed for {attack!r}: the template "
+                                         f"refused its output: {refused}") from None
+                continue
             try:
                 _CHECKS[name](trial)
             except AssertionError as err:

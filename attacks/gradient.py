@@ -182,7 +182,7 @@ class GradientAttack(Attack):
             xa = (x0 + start).clamp(0.0, 1.0)
             for _ in range(self.steps):
                 xa.requires_grad_(True)
-                logits = model(xa)  # (A, K)
+                logits = self._differentiable(model(xa))  # (A, K)
                 loss = attack_loss(logits, lab, targeted=self.targeted, kind=self.loss)
                 (grad,) = torch.autograd.grad(loss.sum(), xa)
                 queries[idx] += 1
@@ -229,7 +229,8 @@ class GradientAttack(Attack):
             xa = (x + start).clamp(0.0, 1.0)
             for _ in range(self.steps):
                 xa.requires_grad_(True)
-                loss = attack_loss(model(xa), labels, targeted=self.targeted, kind=self.loss)
+                loss = attack_loss(self._differentiable(model(xa)), labels,
+                                   targeted=self.targeted, kind=self.loss)
                 (grad,) = torch.autograd.grad(loss.sum(), xa)
                 with torch.no_grad():
                     stepped = xa.detach() + self.step_size * geometry.direction(grad)
@@ -243,6 +244,16 @@ class GradientAttack(Attack):
             x_out[better], best[better] = xa[better], final[better]
         queries = evals + self.restarts  # each restart's final iterate was scored once
         return RunResult(x_adv=x_out, queries=queries, gradient_evaluations=evals)
+
+    def _differentiable(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits``, if they carry a gradient back to the input (else a clear error)."""
+        if not logits.requires_grad:
+            raise invalid(type(self).__name__, "model", "differentiable w.r.t. its input (a "
+                          "gradient attack needs input gradients); use a gradient-free attack "
+                          "such as 'genetic' for this model", "outputs without a gradient "
+                          "(e.g. argmax or one-hot outputs, or torch.no_grad inside forward)",
+                          raw=True)
+        return logits
 
     def _fooled(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         pred = logits.argmax(1)

@@ -137,7 +137,8 @@ def available_attacks(*, libraries: bool = True) -> list[str]:
     return names
 
 
-def parse_attack_kwargs(pairs: Iterable[str]) -> dict[str, Any]:
+def parse_attack_kwargs(pairs: Iterable[str], *, owner: str = "parse_attack_kwargs",
+                        name: str = "pairs") -> dict[str, Any]:
     """Parse CLI ``key=value`` strings into keyword arguments for :func:`make_attack`.
 
     Values are JSON literals where possible (``40`` -> int, ``0.3`` / ``1e-3`` ->
@@ -148,6 +149,9 @@ def parse_attack_kwargs(pairs: Iterable[str]) -> dict[str, Any]:
     ----------
     pairs
         E.g. ``["eps=0.3", "steps=40", "random_start=false", "loss=margin"]``.
+    owner, name
+        How the user gave them, for messages (the CLI: ``"robustness attack"``,
+        ``"--param"``).
 
     Returns
     -------
@@ -164,10 +168,10 @@ def parse_attack_kwargs(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, text = str(pair).partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise invalid("parse_attack_kwargs", "pairs", "'key=value' strings whose key is "
+            raise invalid(owner, name, "'key=value' strings whose key is "
                           "a Python identifier", pair)
         if key in kwargs:
-            raise invalid("parse_attack_kwargs", "pairs", "free of repeated keys",
+            raise invalid(owner, name, "free of repeated keys",
                           f"{key!r} twice", raw=True)
         kwargs[key] = _parse_value(text.strip())
     return kwargs
@@ -307,20 +311,25 @@ def parse_attack_spec(spec: str | tuple[str, dict[str, Any]] | AttackSpec) -> At
     return parsed
 
 
-def parse_attack_list(text: str) -> list[AttackSpec]:
-    """``"fgsm, pgd(steps=20,step_size=0.01), genetic"`` -> three :class:`AttackSpec`."""
+def parse_attack_list(text: str, *, owner: str = "parse_attack_list",
+                      name: str = "attacks") -> list[AttackSpec]:
+    """``"fgsm, pgd(steps=20,step_size=0.01), genetic"`` -> three :class:`AttackSpec`.
+
+    ``owner`` and ``name`` say how the user gave the list, for messages (the CLI passes
+    ``"robustness evaluate"`` and ``"--attacks"``).
+    """
     if not isinstance(text, str) or not text.strip():
-        raise invalid("parse_attack_list", "attacks", "a comma-separated list of attack "
+        raise invalid(owner, name, "a comma-separated list of attack "
                       "specs such as 'fgsm,pgd(steps=20),genetic'", text)
     specs, pos = [], 0
     while True:
-        spec, pos = _scan(text, pos, ("parse_attack_list", "attacks"))
+        spec, pos = _scan(text, pos, (owner, name))
         specs.append(spec)
         rest = text[pos:].lstrip()
         if not rest:
             return specs
         if rest[0] != ",":
-            raise invalid("parse_attack_list", "attacks", "a comma-separated list of attack "
+            raise invalid(owner, name, "a comma-separated list of attack "
                           "specs such as 'fgsm,pgd(steps=20),genetic'", text)
         pos = len(text) - len(rest) + 1
 

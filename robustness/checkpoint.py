@@ -132,11 +132,20 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: Checkp
     if not isinstance(meta, CheckpointMeta):
         raise invalid("save_checkpoint", "meta", "a CheckpointMeta", type(meta).__name__, raw=True)
     target = resolve_path(path)
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"Refusing to save a checkpoint with impossible metadata: "
+                              f"{problem}.")
     target.parent.mkdir(parents=True, exist_ok=True)
     if not meta.versions:
         meta = CheckpointMeta(**{**meta.__dict__, "versions": library_versions()})
     # safetensors refuses shared storage; clone so tied or viewed weights save cleanly.
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"Refusing to save a model with non-finite (NaN or inf) weights "
+                              f"in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}: it "
+                              f"diverged during training; nothing was written to {target}.")
     meta_json = json.dumps(meta.to_dict(), sort_keys=True)
     header = {
         "format": FORMAT,
@@ -155,6 +164,9 @@ def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
 def _read(file: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     if not file.exists():
         raise CheckpointError(f"No checkpoint at {file}: the file does not exist.")
+    if not file.is_file():
+        raise CheckpointError(f"No checkpoint at {file}: it is a directory (or another "
+                              f"non-file), not a safetensors checkpoint file.")
     try:
         tensors = load_file(file)
         from safetensors import safe_open
@@ -185,7 +197,43 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
         meta = CheckpointMeta.from_dict(json.loads(meta_json))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{file} has unreadable metadata: {e}") from e
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{file} has impossible metadata: {problem}.")
     return tensors, meta
+
+
+MAX_SIDE, MAX_CHANNELS, MAX_CLASSES = 4096, 64, 100_000  # far beyond any image classifier here
+
+
+def _meta_problem(meta: CheckpointMeta) -> str:
+    """What makes ``meta`` impossible (empty if nothing): checked before anything is built."""
+    shape = meta.input_shape
+    if len(shape) != 3 or not 1 <= shape[0] <= MAX_CHANNELS or not all(
+            1 <= side <= MAX_SIDE for side in shape[1:]):
+        return (f"input shape {tuple(shape)} (expected (C, H, W) with C <= {MAX_CHANNELS} and "
+                f"H, W <= {MAX_SIDE})")
+    if not 2 <= meta.num_classes <= MAX_CLASSES:
+        return f"num_classes {meta.num_classes} (expected 2 to {MAX_CLASSES:,})"
+    if meta.classes and len(meta.classes) != meta.num_classes:
+        return (f"{len(meta.classes)} class names for num_classes {meta.num_classes} (one name "
+                f"per class, or none)")
+    return ""
+
+
+def _check_shapes(file: Path, meta: CheckpointMeta, tensors: dict[str, torch.Tensor]) -> None:
+    """Compare the file's tensor shapes with those the metadata implies, building the model
+    on the ``meta`` device (no memory): absurd or forged metadata never allocates."""
+    with torch.device("meta"):
+        expected = build_model(meta.architecture, meta.input_shape, meta.num_classes)
+    for name, t in expected.state_dict().items():
+        got = tensors.get(name)
+        if got is None or tuple(got.shape) != tuple(t.shape):
+            have = "missing" if got is None else f"shape {tuple(got.shape)}"
+            raise CheckpointError(
+                f"The weights in {file} do not fit its metadata ('{meta.architecture}', input "
+                f"shape {tuple(meta.input_shape)}, {meta.num_classes} classes): {name} should "
+                f"have shape {tuple(t.shape)}, the file has {have}.")
 
 
 def load_checkpoint(path: str | os.PathLike[str], *,
@@ -214,6 +262,7 @@ def load_checkpoint(path: str | os.PathLike[str], *,
                 f"{file} holds a '{meta.architecture}' model, which the harness cannot rebuild "
                 f"by itself; pass an instance: load_checkpoint(path, model=YourModule(...))."
             )
+        _check_shapes(file, meta, tensors)
         model = build_model(meta.architecture, meta.input_shape, meta.num_classes)
     try:
         model.load_state_dict(tensors, strict=True)

@@ -138,6 +138,4 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
     echo(table)
     echo("")
     echo("\n".join(findings_markdown(report)))
-    echo(f"\nWrote {out / 'results.json'}, results.md, model.safetensors, examples.png "
-         f"in {summary['seconds']:.0f} s.")
     return summary

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from robustness.core.modes import eval_mode, predict
 from robustness.core.validation import (
+    ParameterError,
     check_choice,
     check_float,
     check_images,
@@ -37,6 +38,10 @@ Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 class _AttackLike(Protocol):
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                  every_sample: bool = ...) -> object: ...
+
+
+class TrainingDivergedError(ParameterError):
+    """The training loss became NaN or infinite: the settings (usually ``lr``) are wrong."""
 
 
 @dataclass
@@ -170,6 +175,14 @@ def train(
                     if adversary is not None:
                         adv_loss = F.cross_entropy(model(x_adv).float(), yb)
                         loss = (1 - adversarial_weight) * loss + adversarial_weight * adv_loss
+                if not bool(torch.isfinite(loss)):
+                    # Stop before the step: the weights stay finite, and the caller saves
+                    # nothing (a diverged model is no result).
+                    raise TrainingDivergedError(
+                        f"Training diverged: the loss became {loss.item()} in epoch "
+                        f"{epoch + 1}, batch {i // batch_size + 1} (lr {lr:g}, optimizer "
+                        f"{optimizer}). Lower the learning rate ('lr' / --lr); nothing was "
+                        f"saved.")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -86,7 +86,7 @@ def test_help_explains_every_option(command: str) -> None:
     (["fool", "--model", "/nonexistent.safetensors", "--out", "X"],
      "No checkpoint at /nonexistent.safetensors"),
     (["attack", "--model", "/nonexistent.safetensors", "--data", "mnist", "--attack", "pgd",
-      "--out", "X"], "No checkpoint at /nonexistent.safetensors"),
+      "--eps", "0.3", "--out", "X"], "No checkpoint at /nonexistent.safetensors"),
 ])
 def test_bad_arguments_give_one_clear_line_and_exit_2(
         args: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,

@@ -257,8 +257,9 @@ def test_package_level_entry_points() -> None:
 def test_bad_input_is_named(trained_convnet: nn.Module, mnist: Dataset, kwargs: dict,
                             match: str) -> None:
     args = {"data": mnist, "attacks": ["fgsm"], "eps": [0.1], **kwargs}
+    n = None if "data" in kwargs else 10  # the whole user-given sample
     with pytest.raises(ParameterError, match=match):
-        evaluate(trained_convnet, args["data"], args["attacks"], args["eps"], n=10)
+        evaluate(trained_convnet, args["data"], args["attacks"], args["eps"], n=n)
 
 
 def test_attack_spec_parsing() -> None:

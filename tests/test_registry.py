@@ -209,7 +209,7 @@ def _bad_inputs(x: torch.Tensor, y: torch.Tensor, model: nn.Module
         "label out of range": (model, x, y_big, r"'y' parameter .* labels in \[0, 9\]"),
         "x/y shape mismatch": (model, x, y[:-1], r"'y' parameter .* 1-d tensor of 8 labels"),
         "3-d x": (model, x[:, 0], y, r"'x' parameter .* 4-d tensor"),
-        "float labels": (model, x, y.float(), r"'y' parameter .* integer tensor"),
+        "float labels": (model, x, y.float(), r"'y' parameter .* int64 tensor"),
         "model output shape": (_WrongShape(), x, y, r"'model' parameter .* logits"),
     }
 

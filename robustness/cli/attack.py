@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from robustness.cli.common import (
@@ -13,6 +14,7 @@ from robustness.cli.common import (
     add_seed_option,
     add_split_seed_option,
     load_data,
+    test_images,
 )
 from robustness.core.argtypes import number
 
@@ -30,7 +32,8 @@ def add_attack_parser(sub: Any) -> argparse.ArgumentParser:
                    help="attack name: fgsm, pgd, pgd-l2, genetic, torchattacks:NAME, "
                         "foolbox:NAME (see --list-attacks)")
     p.add_argument("--eps", type=number, default=None,
-                   help="perturbation budget in the attack's norm (required by bounded attacks)")
+                   help="perturbation budget in the attack's norm (required by bounded attacks; "
+                        "not with --param eps=...)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="extra attack hyperparameter, repeatable, e.g. --param steps=40 "
                         "--param step_size=0.01 (values parsed as JSON where possible)")
@@ -43,12 +46,32 @@ def add_attack_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    """``robustness attack``."""
+    """``robustness attack``: all-or-nothing into ``--out``."""
+    from robustness.core.io import run_directory
+
+    with run_directory(args.out, overwrite=args.overwrite) as out:
+        return _attack(args, out)
+
+
+def _attack(args: argparse.Namespace, out: Path) -> int:
     from attacks.registry import make_attack, parse_attack_kwargs
     from reports.figures import image_grid
     from robustness.checkpoint import load_checkpoint
     from robustness.core.io import write_json, write_tensors
     from robustness.core.validation import invalid
+
+    # The attack first: a typo or a conflict fails before the checkpoint and data load.
+    kwargs = parse_attack_kwargs(args.param, owner="robustness attack", name="--param")
+    if "eps" in kwargs and args.eps is not None:
+        raise invalid("robustness attack", "--param eps", f"left out: --eps {args.eps:g} "
+                      f"already sets the budget", kwargs["eps"])
+    if args.eps is not None:
+        kwargs["eps"] = args.eps
+    kwargs.setdefault("seed", args.seed)
+    attack = make_attack(args.attack, **kwargs)
+    if "eps" not in kwargs and attack.eps is not None:
+        raise invalid("robustness attack", "--eps", f"given: {args.attack} is a bounded attack "
+                      f"(its budget in the {attack.norm} norm)", None)
 
     model, meta = load_checkpoint(args.model)
     data = load_data(args, meta)
@@ -56,12 +79,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise invalid("robustness attack", "--data", f"images of shape {meta.input_shape} "
                       f"(the checkpoint's input shape)", f"{data.name} with images of shape "
                       f"{data.input_shape}", raw=True)
-    kwargs = parse_attack_kwargs(args.param)
-    if args.eps is not None:
-        kwargs["eps"] = args.eps
-    kwargs.setdefault("seed", args.seed)
-    attack = make_attack(args.attack, **kwargs)
-    x, y = data.x_test[:args.n], data.y_test[:args.n]
+    n = test_images(args, data, "attack")
+    x, y = data.x_test[:n], data.y_test[:n]
     batch = attack(model, x, y)
     summary = {**batch.summary(), "robust_accuracy": batch.robust_accuracy(y),
                "clean_accuracy": float((model(x).argmax(1) == y).float().mean()),
@@ -72,12 +91,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
                "queries": batch.queries}
     if batch.targets is not None:
         tensors["targets"] = batch.targets
-    write_tensors(args.out / "adversarial.safetensors", tensors)
-    write_json(args.out / "summary.json", summary)
+    write_tensors(out / "adversarial.safetensors", tensors)
+    write_json(out / "summary.json", summary)
     k = min(20, len(x))
     titles = [f"{int(a)}->{int(b)}" + (" ok" if s else "") for a, b, s in
               zip(y[:k], batch.predictions[:k], batch.success[:k], strict=True)]
-    image_grid(args.out / "grid.png", batch.x_adv[:k], titles, columns=10,
+    image_grid(out / "grid.png", batch.x_adv[:k], titles, columns=10,
                suptitle=f"{args.attack} eps={batch.eps}: label->prediction")
     print(f"{batch.attack} on {len(x)} {data.name} test images: clean accuracy "
           f"{summary['clean_accuracy']:.3f}, robust accuracy {summary['robust_accuracy']:.3f}, "

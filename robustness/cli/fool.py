@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from robustness.cli.common import add_checkpoint_option, add_out_option, add_seed_option
@@ -38,7 +39,14 @@ def add_fool_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_fool(args: argparse.Namespace) -> int:
-    """``robustness fool``."""
+    """``robustness fool``: all-or-nothing into ``--out``."""
+    from robustness.core.io import run_directory
+
+    with run_directory(args.out, overwrite=args.overwrite) as out:
+        return _fool(args, out)
+
+
+def _fool(args: argparse.Namespace, out: Path) -> int:
     import torch
 
     from attacks.fooling import FoolingImages
@@ -55,11 +63,11 @@ def cmd_fool(args: argparse.Namespace) -> int:
     names = list(meta.classes) if meta.classes else None
     summary = {**result.summary(), "search": repr(search), "checkpoint": str(args.model),
                "model": meta.to_dict()}
-    write_tensors(args.out / "fooling.safetensors",
+    write_tensors(out / "fooling.safetensors",
                   {"images": result.images, "confidence": result.confidence,
                    "classes": torch.tensor(result.classes, dtype=torch.int64)})
-    write_json(args.out / "fooling.json", summary)
-    fooling_grid(result, args.out / "fooling.png")
+    write_json(out / "fooling.json", summary)
+    fooling_grid(result, out / "fooling.png")
     for i, c in enumerate(result.classes):
         label = names[c] if names and c < len(names) else str(c)
         when = (f"reached at generation {int(result.generations[i])}" if result.reached[i]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustness.cli.common import (
@@ -46,7 +47,14 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``robustness train``."""
+    """``robustness train``: all-or-nothing into ``--out``."""
+    from robustness.core.io import run_directory
+
+    with run_directory(args.out, overwrite=args.overwrite) as out:
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: Path) -> int:
     import time
 
     from robustness.checkpoint import CheckpointMeta, save_checkpoint
@@ -75,13 +83,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                           num_classes=data.num_classes, classes=data.classes, dataset=data.name,
                           seed=args.seed, accuracy=acc,
                           extra={"epochs": args.epochs, "adversarial_eps": args.adversarial_eps})
-    path = save_checkpoint(model, args.out / "model.safetensors", meta)
-    write_json(args.out / "train.json", {
+    save_checkpoint(model, out / "model.safetensors", meta)
+    write_json(out / "train.json", {
         "test_accuracy": acc, "train_seconds": seconds, "history": history.to_dict(),
         "model": args.model, "dataset": data.to_dict_meta(), "seed": args.seed,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "adversarial_eps": args.adversarial_eps, "versions": library_versions()})
     print(f"Trained {args.model} on {data.name} for {args.epochs} epochs in {seconds:.1f} s: "
           f"test accuracy {acc:.4f} ({len(data.x_test)} images).")
-    print(f"Wrote {path} and {args.out / 'train.json'}")
+    print(f"Wrote {args.out / 'model.safetensors'} and {args.out / 'train.json'}")
     return 0

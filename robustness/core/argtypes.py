@@ -42,6 +42,13 @@ def positive_int(text: str) -> int:
     return _int(text, 1, "a positive integer")
 
 
+def count_or_all(text: str) -> int | None:
+    """argparse type: an integer >= 1, or ``all`` (None: every item)."""
+    if text.strip().lower() == "all":
+        return None
+    return _int(text, 1, "a positive integer or 'all'")
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _int(text, 0, "an integer >= 0")

@@ -105,17 +105,21 @@ def check_int(owner: str, name: str, value: Any, *, low: int | None = None,
 
 def check_float(owner: str, name: str, value: Any, *, low: float | None = None,
                 high: float | None = None, low_open: bool = False,
-                high_open: bool = False) -> float:
+                high_open: bool = False, expected: str | None = None) -> float:
     """Return ``value`` as float if it is a finite real within the bounds, else raise.
 
-    ``low_open`` / ``high_open`` make a bound exclusive, e.g. ``(0, 1]`` for fractions.
+    ``low_open`` / ``high_open`` make a bound exclusive, e.g. ``(0, 1]`` for fractions;
+    ``expected`` replaces the generated description of the range in the message.
     """
     lo = "-inf" if low is None else f"{low:g}"
     hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
-    expected = f"a finite float in the range {'(' if low_open else '['}{lo}, {hi}"
+    expected = expected or f"a finite float in the range {'(' if low_open else '['}{lo}, {hi}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise invalid(owner, name, expected, value)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float range
+        raise invalid(owner, name, expected, value) from None
     if not math.isfinite(value):
         raise invalid(owner, name, expected, value)
     if low is not None and (value < low or (low_open and value == low)):
@@ -179,8 +183,9 @@ def check_labels(owner: str, y: Any, n: int, num_classes: int | None = None,
     if y.dim() != 1 or y.shape[0] != n:
         raise invalid(owner, name, f"a 1-d tensor of {n} labels (one per input)",
                       f"shape {tuple(y.shape)}", raw=True)
-    if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
-        raise invalid(owner, name, "an integer tensor", f"dtype {y.dtype}", raw=True)
+    if y.dtype != torch.int64:
+        raise invalid(owner, name, "an int64 tensor of class indices (convert with y.long())",
+                      f"dtype {y.dtype}", raw=True)
     if num_classes is not None and n:
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:

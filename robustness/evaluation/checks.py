@@ -71,7 +71,16 @@ def model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[Fin
             "remove the final softmax (or evaluate the logits) before trusting the result."))
 
     x_req = x.detach().clone().requires_grad_(True)
-    loss = F.cross_entropy(model(x_req), y, reduction="sum")
+    logits = model(x_req)
+    if not logits.requires_grad:
+        findings.append(Finding(
+            "input-gradients", "error",
+            "The model's output carries no gradient to its input (argmax / one-hot outputs, "
+            "or torch.no_grad inside forward). Gradient attacks cannot run on it and their "
+            "robust accuracy would be meaningless; use gradient-free attacks (genetic) or "
+            "attack a differentiable surrogate (BPDA)."))
+        return findings
+    loss = F.cross_entropy(logits, y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x_req)
     norms = grad.flatten(1).norm(dim=1)  # (N,)
     if not bool(torch.isfinite(norms).all()):

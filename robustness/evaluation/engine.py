@@ -116,6 +116,10 @@ def plan(attacks: Sequence[AttackSpecLike], eps: Sequence[float], *, n_attacked:
     check_int(OWNER, "seed", seed, low=0)
     check_int(OWNER, "batch_size", shard_size, low=1)
     specs = tuple(parse_attack_spec(s) for s in attacks)
+    for s in specs:
+        if "eps" in s.kwargs:  # two sources for one budget: refuse rather than pick one
+            raise invalid(OWNER, "attacks", f"attack specs without their own eps (the budgets "
+                          f"come from eps={list(eps_values)})", s.label)
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise invalid(OWNER, "attacks", "a list without duplicates", labels)
@@ -257,7 +261,7 @@ def _unpack_data(data: Dataset | tuple[torch.Tensor, torch.Tensor],
         raise invalid(OWNER, "data[1] (y)", f"a 1-d tensor with one label per image "
                       f"({len(x)})", got, raw=True)
     if n is not None:
-        check_int(OWNER, "n", n, low=1)
+        check_int(OWNER, "n", n, low=1, high=len(x))
         x, y = x[:n], y[:n]
     meta["n_used"] = len(x)
     return x, y, meta

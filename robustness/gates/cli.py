@@ -77,6 +77,12 @@ def add_gate_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cmd_gate(args: argparse.Namespace) -> int:
     """``robustness gate``: returns the exit status (config errors raise GateConfigError)."""
+    from robustness.core.io import check_output_file
+
+    # Output paths first: a result that cannot be written is known before any work.
+    for option, path in (("--json", args.json), ("--junit-xml", args.junit_xml)):
+        if path is not None:
+            check_output_file(path, option=option)
     try:
         gate_file = load_gate_file(args.config, budget=args.budget, n=args.n, seed=args.seed,
                                    rule=args.rule, max_drop=args.max_drop,
@@ -168,6 +174,16 @@ def _report(results: list[GateResult], baseline: Baseline | None, args: argparse
 def _write_outputs(args: argparse.Namespace, results: list[GateResult],
                    baseline: Baseline | None, updated: bool, config_error: str | None = None
                    ) -> None:
+    try:
+        _write_files(args, results, baseline, updated, config_error)
+    except OSError as e:
+        from robustness.core.io import OutputError
+
+        raise OutputError(f"The gate results could not be written: {e}") from None
+
+
+def _write_files(args: argparse.Namespace, results: list[GateResult], baseline: Baseline | None,
+                 updated: bool, config_error: str | None) -> None:
     from robustness.core.io import write_json, write_text
 
     if args.json is not None:
