@@ -155,16 +155,19 @@ def test_out_of_range_budgets_on_the_command_line(digits_run: Path, tmp_path: Pa
 # -- 2. run directories are all-or-nothing -------------------------------------------
 
 
+@pytest.mark.parametrize("step", [1, 2, 3])
 @pytest.mark.parametrize("command", ["train", "attack", "evaluate", "fool"])
 def test_a_failure_at_any_step_leaves_no_partial_run_directory(
         digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        command: str) -> None:
+        command: str, step: int) -> None:
+    """Every command renames two files into its temporary run directory, then the
+    directory into place; a failure at any of those steps leaves nothing behind."""
     real, calls = os.replace, []
 
     def failing(src: str, dst: str) -> None:
         calls.append(dst)
-        if len(calls) == 2:  # the first file is in place; the second write fails
-            raise RuntimeError("injected failure after writing a file")
+        if len(calls) == step:
+            raise RuntimeError("injected failure")
         real(src, dst)
 
     monkeypatch.setattr(os, "replace", failing)
@@ -180,7 +183,7 @@ def test_a_failure_at_any_step_leaves_no_partial_run_directory(
     }[command]
     with pytest.raises(RuntimeError, match="injected"):
         main([*args, "--out", str(out)])
-    assert len(calls) == 2
+    assert len(calls) == step
     _no_leftovers(out)
 
 
@@ -245,6 +248,31 @@ def test_gate_output_paths_are_checked_first(tmp_path: Path,
     code, err = _cli(["gate", str(tmp_path / "missing.toml"), "--json", str(tmp_path)], capsys)
     assert code == 2 and "'--json' parameter must be a file path" in err
     assert "Traceback" not in err
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(eps=st.one_of(st.floats(), st.sampled_from(["abc", "", "1e999", "-0", "0x10", "nan"])),
+       n=st.one_of(st.integers(min_value=-5, max_value=10**12),
+                   st.sampled_from(["all", "x", "1.5", ""])),
+       lr=st.one_of(st.floats(), st.sampled_from(["1e400", "-1", "0"])))
+def test_numeric_options_fuzzed_never_leave_a_run_behind(tmp_path: Path, eps: object,
+                                                        n: object, lr: object) -> None:
+    """Any value of the numeric options either parses or is a usage error (exit 2); a run
+    that then fails (no such checkpoint / data here) writes nothing."""
+    out = tmp_path / "fuzz"
+    for args in (["attack", "--model", str(tmp_path / "missing"), "--data", "digits",
+                  "--attack", "pgd", "--eps", str(eps), "--n", str(n)],
+                 ["evaluate", "--model", str(tmp_path / "missing"), "--data", "digits",
+                  "--attacks", "fgsm", "--eps", str(eps), "--n", str(n)],
+                 ["train", "--data", str(tmp_path / "missing.npz"), "--model", "mlp",
+                  "--lr", str(lr), "--epochs", str(n)]):
+        try:
+            code = main([*args, "--out", str(out)])
+        except SystemExit as e:  # argparse: a value of the wrong form
+            code = e.code
+        assert code == 2
+        _no_leftovers(out)
 
 
 # -- 3. library attacks with bad settings --------------------------------------------
