@@ -199,9 +199,9 @@ def _find_idx_files(directory: Path, *, what: str, how_to_get: str) -> dict[str,
     if missing:
         where = (f"the directory {directory} does not exist" if not directory.is_dir()
                  else f"{len(missing) // 2} of the 4 files are missing from {directory}")
-        looked = "\n".join(f"  {p}" for p in missing)
+        looked = ", ".join(str(p) for p in missing)
         raise DatasetNotFoundError(
-            f"{what} not found: {where}. Looked for:\n{looked}\n{how_to_get}\n"
+            f"{what} not found: {where}. Looked for {looked}. {how_to_get} "
             "Nothing is downloaded automatically."
         )
     return found

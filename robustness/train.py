@@ -170,7 +170,7 @@ def train(
                                       f"shape {tuple(xb.shape)}", raw=True)
                 model.train()
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low_precision):
-                    logits = model(xb).float()  # (B, K)
+                    logits = _forward(owner, model, xb)  # (B, K)
                     loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
                     if adversary is not None:
                         adv_loss = F.cross_entropy(model(x_adv).float(), yb)
@@ -193,6 +193,22 @@ def train(
             history.train_accuracy.append(correct / n)
             history.seconds.append(time.perf_counter() - start)
     return history
+
+
+def _forward(owner: str, model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
+    """``model(xb)`` as float logits (B, K); a model that does not fit the data is named."""
+    try:
+        logits = model(xb)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise invalid(owner, "model", f"a module that accepts images of shape "
+                      f"{tuple(xb.shape[1:])} (the data's)", f"an error from the model: {first}",
+                      raw=True) from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(xb):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise invalid(owner, "model", f"a module returning logits of shape ({len(xb)}, K)",
+                      f"{got}", raw=True)
+    return logits.float()
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

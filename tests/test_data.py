@@ -268,8 +268,9 @@ def test_fashion_mnist_missing_root_names_paths_and_package(tmp_path: Path) -> N
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     assert f"{missing} does not exist" in message
-    for base in IDX_FILES.values():
+    for base in IDX_FILES.values():  # each file, plain or gzipped, in one line
         assert str(missing / base) in message and str(missing / f"{base}.gz") in message
+    assert "\n" not in message
     assert "apt-get install dataset-fashion-mnist" in message
     assert "root=DIR" in message and "--data idx:DIR" in message
 
