@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 from typing import Any
 
-from robustness.cli.common import DATA_HELP, add_out_option, add_seed_option
+from robustness.cli.common import DATA_HELP, add_seed_option
 from robustness.core.argtypes import choice_list, int_list, positive_fraction, positive_int
 
 # = ensembles.sampling.PLANS, copied to keep `robustness --help` torch-free (tests check it).
@@ -80,13 +81,24 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true",
                    help="smaller N, fewer images and epochs: a few minutes on 2 cores")
     e.add_argument("--progress", action="store_true", help="progress bars on stderr")
-    add_out_option(e)
+    e.add_argument("--out", required=True, type=Path,
+                   help="run directory; an earlier run of the same configuration there is "
+                        "resumed (finished models and members are reused)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="discard an earlier run in --out and start from scratch")
     return p
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    """``robustness experiment ensembles``."""
+    """``robustness experiment ensembles``: resumes into ``--out`` (``--overwrite``: afresh)."""
+    import shutil
+
     from ensembles.experiment import ExperimentConfig, run_experiment
+    from robustness.core.io import check_output_dir
+
+    # Resumable: an existing run in --out is reused, so only a file or an unwritable
+    # location is refused here (before any training); --overwrite starts from scratch.
+    check_output_dir(args.out, overwrite=True)
 
     given = {k: getattr(args, k) for k in _TUNABLE if getattr(args, k) is not None}
     if "members" in given:
@@ -105,6 +117,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     def echo(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if args.overwrite and args.out.exists():
+        shutil.rmtree(args.out)
     result = run_experiment(cfg, args.out, root=args.data_root, echo=echo,
                             progress=args.progress)
     print((args.out / "results.md").read_text(encoding="utf-8"))
