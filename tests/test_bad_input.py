@@ -156,7 +156,7 @@ def test_out_of_range_budgets_on_the_command_line(digits_run: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize("step", [1, 2, 3])
-@pytest.mark.parametrize("command", ["train", "attack", "evaluate", "fool"])
+@pytest.mark.parametrize("command", ["train", "attack", "evaluate", "fool", "tsne"])
 def test_a_failure_at_any_step_leaves_no_partial_run_directory(
         digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         command: str, step: int) -> None:
@@ -180,6 +180,8 @@ def test_a_failure_at_any_step_leaves_no_partial_run_directory(
                      "fgsm", "--eps", "0.1", "--n", "10", "--no-checks"],
         "fool": ["fool", "--model", str(digits_run), "--generations", "2", "--population",
                  "10", "--classes", "0"],
+        "tsne": ["tsne", "--model", str(digits_run), "--data", "digits", "--attack", "fgsm",
+                 "--eps", "0.2", "--n", "40"],
     }[command]
     with pytest.raises(RuntimeError, match="injected"):
         main([*args, "--out", str(out)])
@@ -201,7 +203,8 @@ def test_an_existing_run_is_refused_before_any_work_and_replaced_only_with_overw
     assert (out / "report.json").read_text() == first
     assert _cli([*base, "--eps", "0.2", "--overwrite"], capsys)[0] == 0
     assert json.loads((out / "report.json").read_text())["provenance"]["eps"] == [0.2]
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md",
+                                                      "samples.safetensors"]
     _no_leftovers(tmp_path / "nothing")
 
 

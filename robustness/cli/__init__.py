@@ -23,7 +23,9 @@ from robustness.cli.evaluate import add_evaluate_parser, cmd_evaluate
 from robustness.cli.experiment import add_experiment_parser, cmd_experiment
 from robustness.cli.fool import add_fool_parser, cmd_fool
 from robustness.cli.list_attacks import add_list_attacks_parser, cmd_list_attacks
+from robustness.cli.report import add_report_parser, cmd_report
 from robustness.cli.train import add_train_parser, cmd_train
+from robustness.cli.tsne import add_tsne_parser, cmd_tsne
 from robustness.gates.cli import add_gate_parser, cmd_gate
 
 __all__ = ["build_parser", "main"]
@@ -38,6 +40,8 @@ _COMMANDS: tuple[tuple[Callable[[Any], argparse.ArgumentParser], Command], ...] 
     (add_list_attacks_parser, cmd_list_attacks),
     (add_gate_parser, cmd_gate),
     (add_experiment_parser, cmd_experiment),
+    (add_report_parser, cmd_report),
+    (add_tsne_parser, cmd_tsne),
 )
 
 

@@ -91,6 +91,9 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
                       seed=args.seed, checks=not args.no_checks, source_model=source,
                       model_info={"checkpoint": str(args.model), **meta.to_dict()}, echo=print)
     write_report(report, out)
+    from reports.page import write_run_page
+
+    write_run_page(out, name=args.out.name)  # the same page `robustness report` makes
     path = args.out / "report.json"
     print()
     print(f"Clean accuracy {report.clean_accuracy:.3f} on {report.n_samples} samples.")
@@ -99,5 +102,5 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
         print(f"[{f.severity}] {f.check}: {f.message}")
     if not report.findings:
         print("No sanity check raised a finding.")
-    print(f"Wrote {path} and {path.with_suffix('.md')}")
+    print(f"Wrote {path}, {path.with_suffix('.md')}, report.html and samples.safetensors")
     return 0

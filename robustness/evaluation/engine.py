@@ -21,6 +21,7 @@ the report's rows, worst cases and findings. :func:`evaluate` does all three loc
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -264,7 +265,17 @@ def _unpack_data(data: Dataset | tuple[torch.Tensor, torch.Tensor],
         check_int(OWNER, "n", n, low=1, high=len(x))
         x, y = x[:n], y[:n]
     meta["n_used"] = len(x)
+    # Which exact samples were evaluated: reports pair two runs per sample only when equal.
+    meta["digest"] = _digest(x, y)
     return x, y, meta
+
+
+def _digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) over the evaluated images and labels, in order."""
+    h = hashlib.sha256()
+    h.update(x.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
+    h.update(y.detach().to(torch.int64).contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def evaluate(
@@ -361,7 +372,8 @@ def evaluate(
     }
     return RobustnessReport(clean_accuracy=int(correct.sum()) / len(x), n_samples=len(x),
                             results=[o.result for o in outcomes], worst_case=worst,
-                            findings=findings, provenance=provenance)
+                            findings=findings, provenance=provenance,
+                            clean_samples=_bits(correct))
 
 
 def _findings(model: nn.Module, craft: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -7,6 +7,7 @@ carries a schema version, stores numbers as numbers, and validates against
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,10 +18,12 @@ from robustness.core.text import markdown_table
 from robustness.core.validation import check_json_schema
 
 # 2 added per-sample outcomes (``robust_samples``); 3 groups the worst case by (norm, eps)
-# (``WorstCase.norm``). Versions 1 and 2 still load.
+# (``WorstCase.norm``) and records clean correctness per sample (``clean_samples``).
+# Versions 1 and 2 still load.
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 SEVERITIES = ("info", "warning", "error")
+SAMPLES_FILE = "samples.safetensors"
 CHECKS = ("non-determinism", "probability-outputs", "input-gradients",
           "iterative-vs-single-step", "gradient-free-beats-gradient", "monotone-eps",
           "large-eps", "attack-inactive", "attack-no-effect", "weaker-than-reference")
@@ -98,6 +101,7 @@ class RobustnessReport:
     findings: list[Finding] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    clean_samples: str = ""  # per sample in data order: "1" classified correctly ("" unknown)
 
     # -- access -------------------------------------------------------------------------
     def result(self, attack: str, eps: float) -> AttackResult:
@@ -166,14 +170,53 @@ class RobustnessReport:
             findings=[Finding(**f) for f in data["findings"]],
             provenance=data["provenance"],
             schema_version=SCHEMA_VERSION,
+            clean_samples=data.get("clean_samples", ""),
         )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``report.json`` into ``directory``; return its path.
+        """Write ``report.json`` and ``samples.safetensors`` into ``directory``; return the
+        JSON's path.
 
-        :func:`reports.markdown.write_report` writes it together with ``report.md``.
+        ``samples.safetensors`` holds the per-sample outcomes as tensors (see
+        :meth:`sample_tensors`), so a report can be compared per sample and re-rendered
+        without re-running anything; ``report.json`` names it under ``samples_file``.
+        :func:`reports.markdown.write_report` writes both together with ``report.md``.
         """
-        return write_json(Path(directory) / "report.json", self.to_dict())
+        from robustness.core.io import write_tensors
+
+        tensors, names = self.sample_tensors()
+        data = self.to_dict()
+        if tensors:
+            write_tensors(Path(directory) / SAMPLES_FILE, tensors,
+                          metadata={"rows": json.dumps(names), "n_samples": str(self.n_samples)})
+            data["provenance"] = {**data["provenance"], "samples_file": SAMPLES_FILE}
+        return write_json(Path(directory) / "report.json", data)
+
+    def sample_tensors(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Per-sample outcomes as tensors: ``index`` (N,) int64 (position in the evaluated
+        data), ``clean_correct`` (N,) bool, and one (N,) bool robust mask per attack x eps
+        (``robust/0``, ...) and per worst case (``worst/0``, ...); the second dict says what
+        each mask is (attack, eps, norm). Empty for reports without per-sample outcomes."""
+        import torch
+
+        def mask(bits: str) -> torch.Tensor:
+            return torch.tensor([c == "1" for c in bits], dtype=torch.bool)
+
+        n = self.n_samples
+        if len(self.clean_samples) != n:
+            return {}, {}
+        tensors: dict[str, Any] = {"index": torch.arange(n, dtype=torch.int64),
+                                   "clean_correct": mask(self.clean_samples)}
+        names: dict[str, dict[str, Any]] = {}
+        for i, r in enumerate(self.results):
+            if len(r.robust_samples) == n:
+                tensors[f"robust/{i}"] = mask(r.robust_samples)
+                names[f"robust/{i}"] = {"attack": r.attack, "eps": r.eps, "norm": r.norm}
+        for i, w in enumerate(self.worst_case):
+            if len(w.robust_samples) == n:
+                tensors[f"worst/{i}"] = mask(w.robust_samples)
+                names[f"worst/{i}"] = {"attack": "worst case", "eps": w.eps, "norm": w.norm}
+        return tensors, names
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RobustnessReport:
@@ -256,6 +299,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             },
         }},
         "provenance": {"type": "object"},
+        "clean_samples": _SAMPLES,
     },
 }
 
