@@ -269,6 +269,11 @@ def _call_kwargs(args: str, spec: str, where: tuple[str, str]) -> dict[str, Any]
     if call.args or any(k.arg is None for k in call.keywords):
         raise invalid(*where, "keyword arguments only, such as "
                       "'pgd(steps=20)'", spec)
+    names = [str(k.arg) for k in call.keywords]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise invalid(*where, f"each keyword argument once ({', '.join(repeated)} given "
+                      f"{'twice' if len(repeated) == 1 else 'more than once'})", spec)
     return {str(k.arg): _literal(k.value, source, where) for k in call.keywords}
 
 

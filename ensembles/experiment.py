@@ -230,6 +230,11 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
     """
     start = time.perf_counter()
     data = load_dataset(cfg.data, root=root, seed=cfg.seed)  # fails before anything is written
+    for name in ("n", "n_adaptive", "n_genetic"):
+        if getattr(cfg, name) > len(data.x_test):  # never silently fewer
+            raise invalid("robustness experiment ensembles", f"--{name.replace('_', '-')}",
+                          f"at most {len(data.x_test)}, the test images of {data.name}",
+                          getattr(cfg, name))
     build_model("convnet", data.input_shape, data.num_classes)  # e.g. 8x8 digits are too small
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

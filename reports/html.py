@@ -134,8 +134,11 @@ def verdict_lines(runs: Sequence[Run], paired: Sequence[PairedComparison],
         if open_:
             parts.append("not compared per sample with " + ", ".join(open_))
         lines.append("; ".join(parts))
-    for run in runs:  # the number behind a t-SNE picture
-        if run.kind == "tsne":
+    for run in runs:
+        if run.kind == "experiment":  # its own paired verdicts (max vs mean, sign test)
+            lines += [f"{run.title}: {v.get('line', '')}"
+                      for v in run.data.get("verdicts", {}).values() if isinstance(v, dict)]
+        if run.kind == "tsne":  # the number behind the picture
             lines += [f"{run.title} ({run.data.get('attack', '?')} eps "
                       f"{run.data.get('eps', '?')}): {line}" for line in run.data.get("lines", [])]
     return lines
@@ -302,6 +305,21 @@ def render_page(runs: Sequence[Run], paired: Sequence[PairedComparison],
             rows = _summary_rows(run)
             if rows:
                 parts.append(_html_table(["measure", "value"], rows))
+        if run.kind == "experiment":
+            from reports.experiment_figures import accuracy_vs_members_png
+
+            png = accuracy_vs_members_png(run.data)
+            if png is not None:
+                n_img = run.data.get("n_images", {})
+                parts.append(
+                    f'<figure><img src="{_png_data_uri(png)}" alt="accuracy against the number '
+                    f'of ensemble members per aggregation, clean, under transfer and under '
+                    f'adaptive attack, for {_e(run.title)}"><figcaption>Clean, transfer and '
+                    f'adaptive accuracy against N per sampling and aggregation (95% Wilson '
+                    f'intervals as bars) on {_e(n_img.get("clean_and_transfer", "?"))} test '
+                    f'images ({_e(n_img.get("adaptive", "?"))} for the adaptive attack); grey: '
+                    f'the best and the mean single member under transfer.</figcaption>'
+                    f'</figure>')
         for name, path in sorted(run.files.items()):
             try:
                 uri = _png_data_uri(Path(path).read_bytes())

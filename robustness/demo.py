@@ -71,6 +71,9 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
     started = time.perf_counter()
 
     data = load_dataset("mnist", seed=seed)
+    if n > len(data.x_test):  # never silently fewer
+        raise invalid(owner, "n (--n)", f"at most {len(data.x_test)}, the test images of "
+                      f"{data.name}", n)
     x, y = data.x_test[:n], data.y_test[:n]
     echo(f"Data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test images "
          f"({data.split}); attacking {len(x)} test images.")

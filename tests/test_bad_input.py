@@ -203,7 +203,8 @@ def test_an_existing_run_is_refused_before_any_work_and_replaced_only_with_overw
     assert (out / "report.json").read_text() == first
     assert _cli([*base, "--eps", "0.2", "--overwrite"], capsys)[0] == 0
     assert json.loads((out / "report.json").read_text())["provenance"]["eps"] == [0.2]
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md",
+    assert sorted(p.name for p in out.iterdir()) == [".robustness-run", "report.html",
+                                                      "report.json", "report.md",
                                                       "samples.safetensors"]
     _no_leftovers(tmp_path / "nothing")
 
@@ -468,4 +469,58 @@ def test_ctrl_c_is_one_line_exit_130_and_no_run_directory(digits_run: Path,
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert err.strip() == f"robustness evaluate: interrupted; {out} was not written"
+    _no_leftovers(out)
+
+
+def test_overwrite_never_deletes_a_directory_this_harness_did_not_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("the user's")
+    for extra in ([], ["--overwrite"]):
+        code, err = _cli(["train", "--data", "digits", "--model", "mlp", "--epochs", "1",
+                          "--out", str(mine), *extra], capsys)
+        assert code == 2 and "holds other files" in err, err
+        assert sorted(p.name for p in mine.iterdir()) == ["keep.txt"]
+    # A run this harness wrote carries its marker, and --overwrite may replace it.
+    with run_directory(tmp_path / "run") as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (tmp_path / "run" / ".robustness-run").exists()
+    with run_directory(tmp_path / "run", overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".robustness-run", "b.txt"]
+
+
+@pytest.mark.parametrize("where", ["", ".", "dangling-link"])
+def test_out_paths_that_cannot_be_a_run_are_refused_before_any_work(
+        tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    if where == "dangling-link":
+        (tmp_path / where).symlink_to(tmp_path / "nowhere")
+    started = []
+    monkeypatch.setattr("robustness.train.train", lambda *a, **k: started.append(1))
+    code, err = _cli(["train", "--data", "digits", "--model", "mlp", "--epochs", "1",
+                      "--out", where], capsys)
+    assert code == 2 and "'--out' parameter" in err and len(err.strip().splitlines()) == 1
+    assert not started
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--eps", "0.1,,0.2", "--attacks", "fgsm"], "argument --eps: expected comma-separated"),
+    (["--eps", "0.1", "--attacks", "pgd(steps=2,steps=3)"], "each keyword argument once"),
+    (["--eps", "0.1", "--attacks", "fgsm", "--seed", "99999999999999999999999"],
+     "argument --seed: expected an integer in [0, 4294967295]"),
+])
+def test_lists_keywords_and_seeds_are_never_silently_resolved(
+        digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        args: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    try:
+        code = main(["evaluate", "--model", str(digits_run), "--data", "digits", *args,
+                     "--out", str(out)])
+    except SystemExit as e:  # argparse's own usage errors
+        code = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
     _no_leftovers(out)

@@ -92,10 +92,11 @@ def test_plan_fails_fast_on_a_bad_spec_before_any_work() -> None:
         plan(["pgdd"], [0.1], n_attacked=10)
 
 
-def test_echo_prints_one_line_per_finished_run(trained_convnet: nn.Module,
-                                               mnist: Dataset) -> None:
+@pytest.mark.parametrize("batch_size", [16, 1000])  # several shards per run, or one
+def test_echo_prints_one_line_per_finished_run(trained_convnet: nn.Module, mnist: Dataset,
+                                               batch_size: int) -> None:
     lines: list[str] = []
-    evaluate(trained_convnet, mnist, ["fgsm"], [0.1, 0.2], n=40, checks=False, batch_size=16,
-             echo=lines.append)
-    assert len(lines) == 2  # one per (attack, eps), not one per shard
+    evaluate(trained_convnet, mnist, ["fgsm", "pgd(steps=2)"], [0.1, 0.2], n=40, checks=False,
+             batch_size=batch_size, echo=lines.append)
+    assert len(lines) == 4  # one per (attack, eps), not one per shard
     assert all("fooled" in line for line in lines)

@@ -132,6 +132,15 @@ def test_a_tiny_experiment_runs_end_to_end(tmp_path: Path,
     assert markdown.count("max beats mean?") == 3 and "| published |" in markdown
     assert "max beats mean?" in printed
     assert (out / "baseline_adversarials.safetensors").exists()
+    # The run's own page (issue 13): verdicts first, the accuracy-vs-N figure embedded.
+    page = (out / "report.html").read_text()
+    assert "max beats mean?" in page.split('id="runs"')[0]
+    assert 'alt="accuracy against the number of ensemble members' in page
+    # Its members evaluate like any model: the directory is a --model.
+    member_dir = out / "members" / "uniform"
+    assert main(["evaluate", "--model", str(member_dir), "--aggregation", "max", "--data",
+                 TINY[TINY.index("--data") + 1], "--attacks", "fgsm", "--eps", "0.1", "--n",
+                 "20", "--no-checks", "--out", str(tmp_path / "ens-eval")]) == 0
     # A fresh directory: everything was trained in this run, nothing reused.
     assert result["resumed"] == {"baseline": False, "adversarially_trained": False,
                                  "members": {"uniform": [False, False],

@@ -405,6 +405,26 @@ def test_baseline_round_trip_and_regressions(checkpoint: Path, tmp_path: Path) -
     assert [r.attack for r in paired.regressions] == [WORST]
     assert f"paired on the same {N} samples: 9 lost, 0 gained" in paired.regressions[0].message()
 
+    # The same net drop with churn (20 lost, 11 gained: p = 0.07) passes under rule
+    # 'upper', and the result says so instead of passing silently.
+    assert first.report is not None
+    bits = list(first.report.worst(0.1).robust_samples)
+    ones = [i for i, b in enumerate(bits) if b == "1"][:11]
+    zeros = [i for i, b in enumerate(bits) if b == "0"][:20]
+    assert len(ones) == 11 and len(zeros) == 20
+    for i in ones:
+        bits[i] = "0"
+    for i in zeros:
+        bits[i] = "1"
+    worst["robust_samples"] = "".join(bits)
+    worst["robust_accuracy"] = bits.count("1") / len(bits)
+    (tmp_path / "baseline.json").write_text(json.dumps(doc))
+    churn = gate.evaluate(prepared, baseline=Baseline(tmp_path / "baseline.json"))
+    assert churn.status == "passed" and not churn.regressions
+    assert "unconfirmed drop:" in churn.findings_text()
+    assert "20 lost, 11 gained" in churn.findings_text()
+    assert "rule 'point' would fail it" in churn.findings_text()
+
 
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "cannot be read as JSON"),

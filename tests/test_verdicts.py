@@ -123,6 +123,8 @@ def test_an_attack_that_never_queries_the_model_is_an_error(trained_convnet: nn.
 @pytest.mark.parametrize(("spec", "check"), [
     ("torchattacks:PGD(alpha=0.0,random_start=False,steps=5)", "attack-no-effect"),
     ("torchattacks:PGD(alpha=0.0,steps=5)", "weaker-than-reference"),
+    # One step that moves (so not "no effect") but by nothing: judged against FGSM.
+    ("torchattacks:PGD(alpha=1e-09,random_start=False,steps=1)", "weaker-than-reference"),
 ])
 def test_a_library_attack_that_does_nothing_is_an_error_and_cannot_pass_a_gate(
         trained_convnet: nn.Module, mnist: Dataset, spec: str, check: str) -> None:

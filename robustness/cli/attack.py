@@ -13,7 +13,8 @@ from robustness.cli.common import (
     add_out_option,
     add_seed_option,
     add_split_seed_option,
-    load_data,
+    as_typed,
+    load_model_and_data,
     test_images,
 )
 from robustness.core.argtypes import number
@@ -56,7 +57,6 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def _attack(args: argparse.Namespace, out: Path) -> int:
     from attacks.registry import make_attack, parse_attack_kwargs
     from reports.figures import image_grid
-    from robustness.checkpoint import load_checkpoint
     from robustness.core.io import write_json, write_tensors
     from robustness.core.validation import invalid
 
@@ -68,24 +68,24 @@ def _attack(args: argparse.Namespace, out: Path) -> int:
     if args.eps is not None:
         kwargs["eps"] = args.eps
     kwargs.setdefault("seed", args.seed)
-    attack = make_attack(args.attack, **kwargs)
+    typed = [f"--attack {args.attack}"] + ([f"--eps {args.eps:g}"] if args.eps is not None
+                                           else []) + [f"--param {p}" for p in args.param]
+    with as_typed(*typed):
+        attack = make_attack(args.attack, **kwargs)
     if "eps" not in kwargs and attack.eps is not None:
         raise invalid("robustness attack", "--eps", f"given: {args.attack} is a bounded attack "
                       f"(its budget in the {attack.norm} norm)", None)
 
-    model, meta = load_checkpoint(args.model)
-    data = load_data(args, meta)
-    if data.input_shape != tuple(meta.input_shape):
-        raise invalid("robustness attack", "--data", f"images of shape {meta.input_shape} "
-                      f"(the checkpoint's input shape)", f"{data.name} with images of shape "
-                      f"{data.input_shape}", raw=True)
+    loaded, data = load_model_and_data(args, "attack")
+    assert data is not None
+    model = loaded.model
     n = test_images(args, data, "attack")
     x, y = data.x_test[:n], data.y_test[:n]
     batch = attack(model, x, y)
     summary = {**batch.summary(), "robust_accuracy": batch.robust_accuracy(y),
                "clean_accuracy": float((model(x).argmax(1) == y).float().mean()),
                "attack_name": args.attack, "checkpoint": str(args.model),
-               "dataset": data.to_dict_meta(), "model": meta.to_dict()}
+               "dataset": data.to_dict_meta(), "model": loaded.info}
     tensors = {"x_adv": batch.x_adv, "labels": y, "predictions": batch.predictions,
                "success": batch.success, "perturbation_norm": batch.perturbation_norm,
                "queries": batch.queries}

@@ -11,16 +11,18 @@ instantly. The data loaders and checkpoints are imported when a command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from robustness.core.argtypes import count_or_all, non_negative_int, positive_int
+from robustness.core.argtypes import count_or_all, positive_int, seed
 
 if TYPE_CHECKING:
     from robustness.checkpoint import CheckpointMeta
     from robustness.data import Dataset
+    from robustness.model_source import LoadedModel
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -41,9 +43,22 @@ def add_data_options(p: argparse.ArgumentParser, *,
 
 
 def add_checkpoint_option(p: argparse.ArgumentParser) -> None:
-    """``--model``: the checkpoint a command works on."""
+    """``--model`` (checkpoint, ensemble directory or ``pkg.module:factory``) with
+    ``--weights``, ``--aggregation`` and ``--members``, read by :func:`load_model_and_data`."""
     p.add_argument("--model", required=True, type=Path,
-                   help="checkpoint file or run directory holding model.safetensors")
+                   help="what to work on: a checkpoint file or run directory holding "
+                        "model.safetensors; a trained ensemble directory (ensemble.json + "
+                        "members/, e.g. OUT/members/bootstrap of `experiment ensembles`); or "
+                        "your own architecture as pkg.module:factory (called with no "
+                        "arguments, returns an nn.Module) with --weights")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="safetensors weights for a --model pkg.module:factory (never "
+                        "unpickled)")
+    p.add_argument("--aggregation", choices=("mean", "max", "vote", "logit_mean"),
+                   default=None, help="how an ensemble --model combines its members "
+                                      "(default: mean)")
+    p.add_argument("--members", type=positive_int, default=None,
+                   help="use the first N members of an ensemble --model (default: all)")
 
 
 def add_n_option(p: argparse.ArgumentParser, verb: str) -> None:
@@ -69,13 +84,13 @@ def test_images(args: argparse.Namespace, data: Dataset, command: str) -> int:
 
 def add_seed_option(p: argparse.ArgumentParser, what: str) -> None:
     """``--seed`` (default 0), documented as the seed of ``what``."""
-    p.add_argument("--seed", type=non_negative_int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help=f"seed of {what} (default: %(default)s)")
 
 
 def add_split_seed_option(p: argparse.ArgumentParser) -> None:
     """``--split-seed``: the train/test split of ``--data``, for commands reading a checkpoint."""
-    p.add_argument("--split-seed", type=non_negative_int, default=None,
+    p.add_argument("--split-seed", type=seed, default=None,
                    help="seed of the train/test split of --data (default: the checkpoint's "
                         "training seed when --data is its dataset, else --seed); a seed that "
                         "would put the checkpoint's training images into the test split is "
@@ -130,7 +145,59 @@ def load_data(args: argparse.Namespace, meta: CheckpointMeta | None = None) -> D
                           f"trained with on {meta.dataset} (or left out): another split puts "
                           f"its training images into the test set", split_seed)
         seed = split_seed
-    return load_dataset(args.data, root=args.data_root, seed=seed)
+    typed = [f"--data {args.data!r}"] + ([f"--data-root {args.data_root}"]
+                                         if args.data_root is not None else [])
+    with as_typed(*typed):
+        return load_dataset(args.data, root=args.data_root, seed=seed)
+
+
+@contextlib.contextmanager
+def as_typed(*options: str) -> Iterator[None]:
+    """Re-raise a parameter error of the library code behind a command so that it starts
+    with what the user typed (``--attacks 'pgd(steps=-1)': The 'steps' parameter of PGD
+    must be ...``): the message names the option, then the detail."""
+    from robustness.core.validation import ParameterError
+
+    try:
+        yield
+    except ParameterError as e:
+        raise type(e)(f"{' '.join(o for o in options if o)}: {e}") from None
+
+
+def load_model_and_data(args: argparse.Namespace, command: str, *,
+                        need_data: bool = True) -> tuple[LoadedModel, Dataset | None]:
+    """``--model`` (any kind) and ``--data`` split so that no training image is tested.
+
+    Checkpoints split ``--data`` by their training seed; ensembles by their manifest's seed,
+    verified against the digest of the members' training data; a factory model with plain
+    weights records no data, so ``--split-seed``/``--seed`` choose and a note says so. The
+    model must accept the data's images and return one logit per class.
+    """
+    from robustness.core.validation import invalid
+    from robustness.model_source import check_training_split, for_data, load_model, probe
+
+    owner = f"robustness {command}"
+    loaded = load_model(str(args.model), weights=args.weights, aggregation=args.aggregation,
+                        members=args.members, owner=owner, option="--model")
+    if not need_data:
+        return loaded, None
+    meta = for_data(loaded, args.data, getattr(args, "split_seed", None))
+    data = load_data(args, meta)
+    if loaded.meta is not None and data.input_shape != tuple(loaded.meta.input_shape):
+        raise invalid(owner, "--data", f"images of shape {tuple(loaded.meta.input_shape)} (the "
+                      f"model's input shape)", f"{data.name} with images of shape "
+                      f"{data.input_shape}", raw=True)
+    if loaded.kind == "ensemble":
+        from robustness.checkpoint import held_out_seed
+
+        check_training_split(loaded, data.x_train, data.y_train, owner=owner,
+                             seed=held_out_seed(args.data, meta, default=args.seed))
+    if loaded.meta is None:
+        print(f"note: {args.weights} does not record the data it was trained on; testing on "
+              f"the {data.name} test split ({data.to_dict_meta().get('split', '')}): make sure "
+              f"the model never saw it")
+    probe(loaded, data.x_test, data.num_classes, owner=owner)
+    return loaded, data
 
 
 def run_command(command: str, handler: Command, args: argparse.Namespace) -> int:
@@ -142,15 +209,17 @@ def run_command(command: str, handler: Command, args: argparse.Namespace) -> int
     line and exit 130; the run directory is then absent (runs are all-or-nothing). Anything
     else is a bug and keeps its traceback.
     """
-    from robustness.checkpoint import CheckpointError
-    from robustness.core.validation import ParameterError
-    from robustness.data import DatasetNotFoundError
-
     try:
-        return handler(args)
-    except (ParameterError, DatasetNotFoundError, CheckpointError) as e:
-        print(f"robustness {command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        # Inside the try: these import torch, which takes seconds; Ctrl-C then is one line too.
+        from robustness.checkpoint import CheckpointError
+        from robustness.core.validation import ParameterError
+        from robustness.data import DatasetNotFoundError
+
+        try:
+            return handler(args)
+        except (ParameterError, DatasetNotFoundError, CheckpointError) as e:
+            print(f"robustness {command}: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         where = f"; {out} was not written" if out is not None else ""

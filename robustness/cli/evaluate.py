@@ -13,7 +13,8 @@ from robustness.cli.common import (
     add_out_option,
     add_seed_option,
     add_split_seed_option,
-    load_data,
+    as_typed,
+    load_model_and_data,
     test_images,
 )
 from robustness.core.argtypes import number_list
@@ -58,7 +59,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, out: Path) -> int:
     from attacks.registry import parse_attack_list
     from reports.markdown import write_report
-    from robustness.checkpoint import load_checkpoint
     from robustness.core.validation import invalid
     from robustness.evaluation import evaluate, plan
 
@@ -69,27 +69,28 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
             raise invalid("robustness evaluate", "--attacks", f"attack specs without their own "
                           f"eps (the budgets come from --eps "
                           f"{','.join(f'{e:g}' for e in args.eps)})", spec.label)
-    plan(specs, args.eps, n_attacked=0, seed=args.seed)
+    with as_typed(f"--attacks {args.attacks!r}",
+                  f"--eps {','.join(f'{e:g}' for e in args.eps)}"):
+        plan(specs, args.eps, n_attacked=0, seed=args.seed)
 
-    model, meta = load_checkpoint(args.model)
+    loaded, data = load_model_and_data(args, "evaluate")
+    assert data is not None
     source = None
     if args.source_model is not None:
-        source, source_meta = load_checkpoint(args.source_model)
-        if tuple(source_meta.input_shape) != tuple(meta.input_shape):
-            raise invalid("robustness evaluate", "--source-model", f"a checkpoint with input "
-                          f"shape {meta.input_shape} like --model",
-                          f"input shape {source_meta.input_shape}", raw=True)
-    data = load_data(args, meta)
-    if data.input_shape != tuple(meta.input_shape):
-        raise invalid("robustness evaluate", "--data", f"images of shape {meta.input_shape} "
-                      f"(the checkpoint's input shape)", f"{data.name} with images of shape "
-                      f"{data.input_shape}", raw=True)
+        from robustness.model_source import load_model, probe
+
+        src = load_model(str(args.source_model), owner="robustness evaluate",
+                         option="--source-model")
+        probe(src, data.x_test, data.num_classes, owner="robustness evaluate")
+        source = src.model
     n = test_images(args, data, "evaluate")
-    print(f"Evaluating {args.model} ({meta.architecture}, trained on {meta.dataset}) on "
-          f"{n} {data.name} test images:")
-    report = evaluate(model, data, specs, args.eps, n=n,
+    meta = loaded.meta
+    what = f"{meta.architecture}, trained on {meta.dataset or 'its own data'}" if meta else \
+        type(loaded.model).__name__
+    print(f"Evaluating {args.model} ({what}) on {n} {data.name} test images:")
+    report = evaluate(loaded.model, data, specs, args.eps, n=n,
                       seed=args.seed, checks=not args.no_checks, source_model=source,
-                      model_info={"checkpoint": str(args.model), **meta.to_dict()}, echo=print)
+                      model_info=loaded.info, echo=print)
     write_report(report, out)
     from reports.page import write_run_page
 

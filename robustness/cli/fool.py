@@ -51,18 +51,27 @@ def _fool(args: argparse.Namespace, out: Path) -> int:
 
     from attacks.fooling import FoolingImages
     from reports.figures import fooling_grid
-    from robustness.checkpoint import load_checkpoint
+    from robustness.cli.common import as_typed, load_model_and_data
     from robustness.core.io import write_json, write_tensors
 
-    model, meta = load_checkpoint(args.model)
-    search = FoolingImages(classes=args.classes, population=args.population,
-                           generations=args.generations,
-                           target_confidence=args.target_confidence, encoding=args.encoding,
-                           seed=args.seed)
+    loaded, _ = load_model_and_data(args, "fool", need_data=False)
+    if loaded.meta is None:
+        from robustness.core.validation import invalid
+
+        raise invalid("robustness fool", "--weights", "a checkpoint written by save_checkpoint "
+                      "(fooling images need the input shape the model was trained on, which "
+                      "plain weights do not record)", str(args.weights), raw=True)
+    model, meta = loaded.model, loaded.meta
+    with as_typed("robustness fool options (--classes, --population, --generations, "
+                  "--target-confidence, --encoding)"):
+        search = FoolingImages(classes=args.classes, population=args.population,
+                               generations=args.generations,
+                               target_confidence=args.target_confidence,
+                               encoding=args.encoding, seed=args.seed)
     result = search.generate(model, tuple(meta.input_shape))
     names = list(meta.classes) if meta.classes else None
     summary = {**result.summary(), "search": repr(search), "checkpoint": str(args.model),
-               "model": meta.to_dict()}
+               "model": loaded.info}
     write_tensors(out / "fooling.safetensors",
                   {"images": result.images, "confidence": result.confidence,
                    "classes": torch.tensor(result.classes, dtype=torch.int64)})

@@ -13,7 +13,8 @@ from robustness.cli.common import (
     add_out_option,
     add_seed_option,
     add_split_seed_option,
-    load_data,
+    as_typed,
+    load_model_and_data,
 )
 from robustness.core.argtypes import count_or_all, number, positive_int
 
@@ -71,22 +72,19 @@ def cmd_tsne(args: argparse.Namespace) -> int:
 def _tsne(args: argparse.Namespace, out: Path) -> int:
     from attacks.registry import parse_attack_spec
     from reports.page import write_run_page
-    from robustness.checkpoint import load_checkpoint
     from robustness.core.validation import invalid
     from robustness.tsne import run_tsne
 
     owner = "robustness tsne"
-    spec = parse_attack_spec(args.attack)  # a typo fails before anything loads
-    if "eps" in spec.kwargs:
-        raise invalid(owner, "--attack", f"a spec without its own eps (--eps {args.eps:g} "
-                      f"sets the budget)", spec.label)
-    spec.build(args.eps, seed=args.seed)
-    model, meta = load_checkpoint(args.model)
-    data = load_data(args, meta)
-    if data.input_shape != tuple(meta.input_shape):
-        raise invalid(owner, "--data", f"images of shape {meta.input_shape} (the checkpoint's "
-                      f"input shape)", f"{data.name} with images of shape {data.input_shape}",
-                      raw=True)
+    with as_typed(f"--attack {args.attack!r}", f"--eps {args.eps:g}"):
+        spec = parse_attack_spec(args.attack)  # a typo fails before anything loads
+        if "eps" in spec.kwargs:
+            raise invalid(owner, "--attack", f"a spec without its own eps (--eps {args.eps:g} "
+                          f"sets the budget)", spec.label)
+        spec.build(args.eps, seed=args.seed)
+    loaded, data = load_model_and_data(args, "tsne")
+    assert data is not None
+    what = loaded.meta.architecture if loaded.meta else type(loaded.model).__name__
     have = len(data.x_test)
     n = 2 * have if args.n is None else args.n
     if n > 2 * have:
@@ -94,12 +92,12 @@ def _tsne(args: argparse.Namespace, out: Path) -> int:
                       f"{data.name} and their adversarial versions), or 'all'", args.n)
     if n < 8:
         raise invalid(owner, "--n", "at least 8 points", n)
-    print(f"t-SNE of {args.model} ({meta.architecture}) on {n // 2} {data.name} test images "
+    print(f"t-SNE of {args.model} ({what}) on {n // 2} {data.name} test images "
           f"and their {spec.label} eps {args.eps:g} adversarial versions:")
-    result = run_tsne(model, data, attack=args.attack, eps=args.eps, n=n, layer=args.layer,
+    result = run_tsne(loaded.model, data, attack=args.attack, eps=args.eps, n=n, layer=args.layer,
                       include_fooling=args.include_fooling, backend=args.backend, k=args.k,
                       perplexity=args.perplexity, seed=args.seed,
-                      model_name=f"{args.model} ({meta.architecture})", echo=print)
+                      model_name=f"{args.model} ({what})", echo=print)
     result.save(out)
     write_run_page(out, name=args.out.name)
     print(f"Wrote {args.out}/tsne.json, tsne.png, tsne.safetensors and report.html")

@@ -27,14 +27,22 @@ def number(text: str) -> float:
     return value
 
 
-def _int(text: str, low: int, expected: str) -> int:
+def _int(text: str, low: int, expected: str, high: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise _error(expected, text) from None
-    if value < low:
+    if value < low or (high is not None and value > high):
         raise _error(expected, value)
     return value
+
+
+SEED_MAX = 2**32 - 1  # what every seeded library here (torch, numpy) accepts
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed, an integer in [0, 2**32 - 1]."""
+    return _int(text, 0, f"an integer in [0, {SEED_MAX}]", SEED_MAX)
 
 
 def positive_int(text: str) -> int:
@@ -77,7 +85,11 @@ def positive_fraction(text: str) -> float:
 
 
 def _items(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+    """The comma-separated items; an empty one (``0.1,,0.2``) is an error, never dropped."""
+    items = [v.strip() for v in text.split(",")]
+    if any(not v for v in items):
+        raise ValueError(f"empty item in {text!r}")
+    return items
 
 
 def number_list(text: str) -> list[float]:
@@ -113,7 +125,10 @@ def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     """argparse type factory: a comma-separated, non-empty subset of ``choices``."""
 
     def convert(text: str) -> list[str]:
-        values = _items(text)
+        try:
+            values = _items(text)
+        except ValueError:
+            raise _error(f"a comma-separated subset of {','.join(choices)}", text) from None
         if not values or any(v not in choices for v in values):
             raise _error(f"a comma-separated subset of {','.join(choices)}", text)
         return values

@@ -64,16 +64,47 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+RUN_MARKER = ".robustness-run"  # written into every run directory: --overwrite may replace it
+# What the commands write: a directory holding only these (written before RUN_MARKER
+# existed) is a run too. Anything else in it is the user's and is never deleted.
+RUN_FILES = frozenset({
+    "report.json", "report.md", "report.html", "samples.safetensors", "results.json",
+    "results.md", "model.safetensors", "examples.png", "train.json", "adversarial.safetensors",
+    "summary.json", "grid.png", "fooling.json", "fooling.png", "fooling.safetensors",
+    "tsne.json", "tsne.png", "tsne.safetensors", "members", "ensemble.json", "baseline",
+    "adversarially_trained", "baseline_adversarials.safetensors"})
+
+
+def is_run_directory(path: Path) -> bool:
+    """``path`` holds a run this harness wrote (and nothing else of the user's)."""
+    return (path / RUN_MARKER).exists() or all(p.name in RUN_FILES for p in path.iterdir())
+
+
 def check_output_dir(out: Path, *, option: str = "--out", overwrite: bool = False) -> None:
     """Refuse ``out`` before any work if a run cannot be written there (see
     :func:`run_directory`)."""
+    if str(out).strip() in ("", "."):
+        raise OutputError(f"The '{option}' parameter must name a run directory, not the current "
+                          f"directory. Got {str(out)!r} instead.")
+    if out.is_symlink() and not out.exists():
+        raise OutputError(f"The '{option}' parameter must be a directory to write the run "
+                          f"into. Got {out}, a symbolic link to nothing, instead.")
     if out.exists() and not out.is_dir():
         raise OutputError(f"The '{option}' parameter must be a directory to write the run "
                           f"into. Got {out}, which is an existing file, instead.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"The '{option}' parameter must be a new or empty directory; {out} "
-                          f"already holds a run. Pass --overwrite to replace it, or choose "
-                          f"another directory.")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_run_directory(out):
+            # Never delete what this harness did not write, --overwrite or not.
+            raise OutputError(f"The '{option}' parameter must be a new or empty directory, or "
+                              f"an earlier run of this harness (with --overwrite). Got {out}, "
+                              f"which holds other files; choose another directory.")
+        if not overwrite:
+            raise OutputError(f"The '{option}' parameter must be a new or empty directory; "
+                              f"{out} already holds a run. Pass --overwrite to replace it, or "
+                              f"choose another directory.")
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"The '{option}' parameter must be a writable location. Got {out}, "
+                          f"which is not writable.")
     ancestor = out.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -143,6 +174,8 @@ def run_directory(out: str | os.PathLike[str], *, option: str = "--out",
             raise OutputError(f"The '{option}' parameter must be a writable location. Got "
                               f"{out}: {e.strerror}.") from None
         yield tmp
+        (tmp / RUN_MARKER).write_text("a run directory of robustness-harness; --overwrite "
+                                      "may replace it\n", encoding="utf-8")
         _replace(tmp, out, option)
         tmp = None
     finally:

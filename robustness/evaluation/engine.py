@@ -347,7 +347,8 @@ def evaluate(
         for i, task in enumerate(the_plan.tasks):
             results.append(run_task(task, model, craft, xa, ya, seed=seed, transfer=transfer))
             following = the_plan.tasks[i + 1] if i + 1 < len(the_plan.tasks) else None
-            if echo is not None and (following is None or following.stop <= task.start):
+            # The last shard of an (attack, eps) run: the next task starts at its beginning.
+            if echo is not None and (following is None or following.start <= task.start):
                 _echo_run(echo, [r for r in results if _same_run(r.task, task)])
         outcomes, worst = merge(the_plan, results, correct)
         # Our own PGD is the reference the other gradient attacks are compared with.

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robustness.core.argtypes import fraction, non_negative_int, positive_int
+from robustness.core.argtypes import fraction, positive_int, seed
 from robustness.gates.artifacts import junit_xml, results_document
 from robustness.gates.baseline import Baseline, RobustnessRegression
 from robustness.gates.config import load_gate_file
@@ -57,7 +57,7 @@ def add_gate_parser(sub: Any) -> argparse.ArgumentParser:
                         "1000 images) (default: [defaults] budget, else fast)")
     p.add_argument("--n", type=positive_int, default=None,
                    help="test images per gate (default: [defaults] n, else the budget's)")
-    p.add_argument("--seed", type=non_negative_int, default=None,
+    p.add_argument("--seed", type=seed, default=None,
                    help="seed of the attacks (default: [defaults] seed, else 0)")
     p.add_argument("--rule", choices=tuple(RULES), default=None,
                    help="'upper': fail only when even the 95%% CI upper bound is below the "

@@ -57,7 +57,12 @@ from robustness.gates.threshold import DEFAULT_RULE, RULES, Threshold
 
 GATE_KEYS: dict[str, str] = {
     "name": "gate id (baseline key); default: the test id / required in TOML",
-    "model": "checkpoint path (relative to the project root / the TOML file) or nn.Module",
+    "model": "checkpoint path or trained ensemble directory (relative to the project root / "
+             "the TOML file), 'pkg.module:factory' with weights, or nn.Module",
+    "weights": "safetensors weights of a 'pkg.module:factory' model (relative path as model)",
+    "aggregation": "how an ensemble directory's members are combined: mean, max, vote, "
+                   "logit_mean (default mean)",
+    "members": "use the first N members of an ensemble directory (default all)",
     "data": "dataset name ('mnist', 'digits', 'idx:DIR', 'PATH.npz'); default: the "
             "checkpoint's dataset",
     "attacks": "attack specs run in order, e.g. ['fgsm', 'pgd(steps=20)']; default: the "
@@ -207,12 +212,27 @@ def _gate_from_mapping(values: Mapping[str, Any], owner: str, default_name: str 
     if not isinstance(name, str) or not name.strip():
         raise invalid(owner, "name", "a non-empty string identifying the gate", name)
 
+    from robustness.model_source import is_factory
+
     model = values.get("model")
-    if isinstance(model, str | os.PathLike):
+    if isinstance(model, str | os.PathLike) and not is_factory(os.fspath(model)):
         model = _resolve_path(os.fspath(model), base_dir)
+    elif isinstance(model, str):
+        model = model.strip()
     elif model is not None and not isinstance(model, nn.Module):
-        raise invalid(owner, "model", "a checkpoint path or a torch.nn.Module",
-                      type(model).__name__, raw=True)
+        raise invalid(owner, "model", "a checkpoint path, an ensemble directory, "
+                      "'pkg.module:factory' or a torch.nn.Module", type(model).__name__, raw=True)
+    weights = values.get("weights")
+    if weights is not None:
+        if not isinstance(weights, str | os.PathLike):
+            raise invalid(owner, "weights", "a path to a .safetensors file", weights)
+        weights = _resolve_path(os.fspath(weights), base_dir)
+    aggregation = values.get("aggregation")
+    if aggregation is not None:
+        check_choice(owner, "aggregation", aggregation, ("mean", "max", "vote", "logit_mean"))
+    members = values.get("members")
+    if members is not None:
+        members = check_int(owner, "members", members, low=1)
     data = values.get("data")
     if isinstance(data, str):
         if not data.strip():
@@ -269,7 +289,8 @@ def _gate_from_mapping(values: Mapping[str, Any], owner: str, default_name: str 
                 attacks=attacks, budget=budget, n=n, seed=seed,
                 tolerance=check_float(owner, "max_drop (default)", defaults.max_drop,
                                       low=0.0, high=1.0),
-                allow_findings=tuple(a.strip() for a in allow), reference_attack=reference)
+                allow_findings=tuple(a.strip() for a in allow), reference_attack=reference,
+                weights=weights, aggregation=aggregation, members=members)
     check_attack_specs(owner, gate.attacks if gate.attacks is not None
                        else BUDGETS[gate.budget].attacks, gate.eps[0])
     return gate

@@ -36,10 +36,10 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from robustness.checkpoint import CheckpointMeta
     from robustness.data import Dataset
     from robustness.evaluation.report import Finding, RobustnessReport
     from robustness.gates.baseline import Baseline
+    from robustness.model_source import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,9 @@ class Gate:
     tolerance: float = 0.0
     allow_findings: tuple[str, ...] = ()
     reference_attack: bool = True
+    weights: Any = None  # safetensors weights of a 'pkg.module:factory' model
+    aggregation: str | None = None  # an ensemble directory's aggregation (default mean)
+    members: int | None = None  # the first N members of an ensemble directory
 
     @property
     def eps(self) -> list[float]:
@@ -207,6 +210,7 @@ class Gate:
                     for t in self.thresholds if t.robust_accuracy is not None]
         entry = baseline.entry(self.name) if baseline is not None else None
         regressions = []
+        notes: list[str] = []
         for t in self.thresholds:
             if entry is None:
                 break
@@ -222,6 +226,13 @@ class Gate:
                 if base_mask is not None else None
             drop = drop_criterion(stored, fig.robust_accuracy, max_drop, t.rule,
                                   baseline_mask=base_mask, current_mask=mask)
+            if drop.passed and drop.statistic > max_drop + 1e-9 and drop.paired is not None:
+                # Passed only because the paired losses are not significant (rule 'upper'):
+                # said, never silent.
+                notes.append(f"{fig.attack} @ eps {fig.eps:g}: dropped {drop.statistic:.3f} "
+                             f"from the baseline {stored:.3f}, beyond max_drop {max_drop:.3f}, "
+                             f"but not significantly ({drop.paired.describe()}): rule "
+                             f"'{t.rule}' passes it; rule 'point' would fail it")
             if not drop.passed:
                 compared = drop.paired.describe() if drop.paired is not None else \
                     "by point estimates (the baseline has no per-sample outcomes for this setup)"
@@ -230,7 +241,8 @@ class Gate:
                     fig.ci_high, drop.statistic, max_drop, t.rule,
                     note=entry.setup_note(self.setup()), compared=compared, norm=fig.norm))
         return GateResult(gate=self, report=report, verdicts=verdicts, regressions=regressions,
-                          seconds=time.perf_counter() - started, compared=entry is not None)
+                          seconds=time.perf_counter() - started, compared=entry is not None,
+                          notes=notes)
 
     def run(self, model: Any = None, data: Any = None, *, baseline: Baseline | None = None,
             resources: Resources | None = None, echo: Any = None) -> GateResult:
@@ -264,17 +276,27 @@ class Resources:
     """Loads checkpoints and datasets once for several gates (they are never mutated)."""
 
     def __init__(self) -> None:
-        self._checkpoints: dict[Path, tuple[nn.Module, CheckpointMeta]] = {}
+        self._models: dict[tuple[str, str, str | None, int | None], LoadedModel] = {}
         self._datasets: dict[tuple[str, int], Dataset] = {}
 
-    def checkpoint(self, path: Path) -> tuple[nn.Module, CheckpointMeta]:
-        """``load_checkpoint(path)``, cached."""
-        from robustness.checkpoint import load_checkpoint, resolve_path
+    def model(self, spec: str | os.PathLike[str], *, weights: Any = None,
+              aggregation: str | None = None, members: int | None = None) -> LoadedModel:
+        """``load_model(...)`` (checkpoint, ensemble directory or factory), cached."""
+        from robustness.checkpoint import resolve_path
+        from robustness.model_source import is_factory, load_model
 
-        key = resolve_path(path).resolve()
-        if key not in self._checkpoints:
-            self._checkpoints[key] = load_checkpoint(key)
-        return self._checkpoints[key]
+        text = os.fspath(spec)
+        if is_factory(text):
+            name = text
+        elif Path(text).is_dir() and not (Path(text) / "model.safetensors").exists():
+            name = str(Path(text).resolve())  # an ensemble directory
+        else:
+            name = str(resolve_path(text).resolve())
+        key = (name, str(weights), aggregation, members)
+        if key not in self._models:
+            self._models[key] = load_model(name, weights=weights, aggregation=aggregation,
+                                           members=members, owner="Gate", option="model")
+        return self._models[key]
 
     def dataset(self, name: str, seed: int) -> Dataset:
         """``load_dataset(name, seed=seed)``, cached under the dataset's canonical name."""
@@ -299,13 +321,17 @@ def _prepare(gate: Gate, model: Any, data: Any, resources: Resources) -> Prepare
                           "safetensors', written by `robustness train --out run`) or pass a "
                           "trained torch.nn.Module.")
     model_info: dict[str, Any] = {}
+    loaded = None
     if isinstance(model, str | os.PathLike):
-        path = Path(model)
         try:
-            model, meta = resources.checkpoint(path)
+            loaded = resources.model(model, weights=gate.weights, aggregation=gate.aggregation,
+                                     members=gate.members)
         except CheckpointError as e:
             raise gate._error(f"the model is not a usable trained checkpoint: {e}") from None
-        model_info = {"checkpoint": str(path), **meta.to_dict()}
+        except ParameterError as e:
+            raise gate._error(f"the model cannot be loaded: {e}") from None
+        model, model_info = loaded.model, loaded.info
+        meta = loaded.meta
     elif not isinstance(model, nn.Module):
         raise gate._error(str(invalid("Gate", "model", "a checkpoint path or a trained "
                                       "torch.nn.Module", type(model).__name__, raw=True)))
@@ -319,8 +345,14 @@ def _prepare(gate: Gate, model: Any, data: Any, resources: Resources) -> Prepare
     if isinstance(data, str):
         # The held-out split of the dataset the checkpoint was trained on is the one its
         # training seed made; any other seed would mix training images into the test.
+        from robustness.model_source import check_training_split, for_data
+
+        split_meta = for_data(loaded, data) if loaded is not None else meta
+        seed = held_out_seed(data, split_meta)
         try:
-            data = resources.dataset(data, held_out_seed(data, meta))
+            data = resources.dataset(data, seed)
+            if loaded is not None:
+                check_training_split(loaded, data.x_train, data.y_train, owner="Gate", seed=seed)
         except (DatasetNotFoundError, ParameterError) as e:
             raise gate._error(f"the data cannot be loaded: {e}") from None
     if isinstance(data, Dataset):
@@ -332,6 +364,9 @@ def _prepare(gate: Gate, model: Any, data: Any, resources: Resources) -> Prepare
     else:
         raise gate._error(str(invalid("Gate", "data", "a dataset name, a Dataset or an (x, y) "
                                       "pair of tensors", type(data).__name__, raw=True)))
+    if gate.n is not None and gate.n > len(x):  # an explicit n is never silently reduced
+        raise gate._error(f"n = {gate.n} is more than the {len(x)} test images of the data; "
+                          f"lower n (a budget's default n uses what there is).")
     x, y = x[:gate.sample_size], y[:gate.sample_size]
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y) or not len(x):
         raise gate._error(f"the data must be images (N, C, H, W) with labels (N,); got x of "
@@ -412,6 +447,7 @@ class GateResult:
     seconds: float = 0.0
     error: str | None = None
     compared: bool = False  # the baseline had an entry for this gate
+    notes: list[str] = field(default_factory=list)  # drops beyond max_drop not significant
 
     @property
     def status(self) -> str:
@@ -449,6 +485,7 @@ class GateResult:
                  for f in self.blocking_findings]
         lines += [f"accepted finding ({f.severity}) {f.check} (allow_findings): {f.message}"
                   for f in self.accepted_findings]
+        lines += [f"unconfirmed drop: {note}" for note in self.notes]
         return "\n".join(lines)
 
     @property

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from robustness.core.argtypes import fraction, non_negative_int, positive_int
+from robustness.core.argtypes import fraction, positive_int, seed
 from robustness.gates.artifacts import results_document
 from robustness.gates.baseline import Baseline, RobustnessRegression
 from robustness.gates.config import GATE_KEYS, gate_from_mapping
@@ -72,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "genetic, 1000 images) (default: %(default)s)")
     group.addoption("--robustness-n", type=positive_int, default=None, metavar="N",
                     help="test images per gate (default: the budget's)")
-    group.addoption("--robustness-seed", type=non_negative_int, default=0, metavar="SEED",
+    group.addoption("--robustness-seed", type=seed, default=0, metavar="SEED",
                     help="seed of the attacks (default: %(default)s)")
     group.addoption("--robustness-rule", choices=tuple(RULES), default=DEFAULT_RULE,
                     help="'upper': fail only when even the 95%% CI upper bound is below the "
