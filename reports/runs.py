@@ -64,6 +64,7 @@ class Run:
     masks: dict[tuple[str, float, str], list[bool]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    samples_file: str = ""  # the per-sample outcomes file the report names
 
     def to_dict(self) -> dict[str, Any]:
         """What ``report.json`` of a report records about this run."""
@@ -100,6 +101,7 @@ def _with_report(doc: dict[str, Any], run: Run, where: str) -> None:
     """Validate the report and read its per-sample outcomes (safetensors first)."""
     try:
         run.report = RobustnessReport.from_dict(doc)
+        run.samples_file = str(doc.get("samples_file") or "")
     except (ReportSchemaError, TypeError, KeyError) as e:
         run.problems.append(f"{where} is not a valid RobustnessReport ({e}); its figures are "
                             f"shown as stored, without intervals checks or pairing")
@@ -124,7 +126,7 @@ def _masks_from_report(report: RobustnessReport) -> dict[tuple[str, float, str],
 def _masks_from_file(run: Run) -> dict[tuple[str, float, str], list[bool]]:
     """Masks from ``samples.safetensors`` when the report names it and it is intact."""
     assert run.report is not None
-    name = run.report.provenance.get("samples_file")
+    name = run.samples_file
     if not name:
         return {}
     path = run.path / str(name)

@@ -233,8 +233,8 @@ def _gate(values: dict[str, object], **defaults: object) -> Gate:
     ({"thresholds": [{"eps": 0.1, "robust": 0.5}]},
      "the marker thresholds[0] got an unknown key 'robust' (did you mean 'robust_accuracy'?)"),
     ({"eps": 0.1, "robust_accuracy": 0.5, "model": 3},
-     "The 'model' parameter of the marker must be a checkpoint path or a torch.nn.Module. "
-     "Got int instead."),
+     "The 'model' parameter of the marker must be a checkpoint path, an ensemble directory, "
+     "'pkg.module:factory' or a torch.nn.Module. Got int instead."),
 ])
 def test_bad_gate_settings_name_the_key(values: dict[str, object], message: str) -> None:
     with pytest.raises(GateConfigError) as info:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from robustness.cli.attack import add_attack_parser, cmd_attack
 from robustness.cli.common import Command, run_command
@@ -45,9 +45,17 @@ _COMMANDS: tuple[tuple[Callable[[Any], argparse.ArgumentParser], Command], ...] 
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the usage itself is one ``--help`` away),
+    exit status 2, like every other error of the ``robustness`` command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``robustness`` command (all sub-commands)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="robustness",
         description="Adversarial robustness testing harness for PyTorch classifiers.",
     )

@@ -179,7 +179,8 @@ class RobustnessReport:
 
         ``samples.safetensors`` holds the per-sample outcomes as tensors (see
         :meth:`sample_tensors`), so a report can be compared per sample and re-rendered
-        without re-running anything; ``report.json`` names it under ``samples_file``.
+        without re-running anything; ``report.json`` names it under its top-level
+        ``samples_file`` key.
         :func:`reports.markdown.write_report` writes both together with ``report.md``.
         """
         from robustness.core.io import write_tensors
@@ -189,7 +190,7 @@ class RobustnessReport:
         if tensors:
             write_tensors(Path(directory) / SAMPLES_FILE, tensors,
                           metadata={"rows": json.dumps(names), "n_samples": str(self.n_samples)})
-            data["provenance"] = {**data["provenance"], "samples_file": SAMPLES_FILE}
+            data["samples_file"] = SAMPLES_FILE  # beside the document; not part of the report
         return write_json(Path(directory) / "report.json", data)
 
     def sample_tensors(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -300,6 +301,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         }},
         "provenance": {"type": "object"},
         "clean_samples": _SAMPLES,
+        "samples_file": {"type": "string"},
     },
 }
 
