@@ -92,7 +92,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 @dataclass
 class ExperimentConfig:
-    """Settings of one run; ``quick()`` gives the < 5 minute variant."""
+    """Settings of one run; ``quick()`` gives the small variant (7-9 min on 2 cores)."""
 
     data: str = "mnist"
     members: tuple[int, ...] = (5, 25, 50)
@@ -386,10 +386,11 @@ def differences(cfg: ExperimentConfig, data: Dataset) -> list[dict[str, str]]:
          "here": f"{data.name}: {len(data.x_train):,} training / {len(data.x_test):,} test "
                  f"images" + ("" if full_mnist else "; full MNIST: --data idx:DIR")},
         {"aspect": "training recipe",
-         "original": "Adadelta lr 0.1, 14 epochs; baseline with label smoothing 0.1",
+         "original": "Adadelta lr 0.1, 14 epochs; baseline with label smoothing 0.1; "
+                     "float32",
          "here": f"{recipe['optimizer']} lr {recipe['lr']:g}, {recipe['epochs']} epochs"
                  f"{smoothing} (--recipe {cfg.recipe}); ensemble members: Adam, {cfg.epochs} "
-                 f"epochs"},
+                 f"epochs, {cfg.precision} forward passes (--precision)"},
         {"aspect": "budgets", "original": "transfer set FGSM eps 0.2 (notebook); FGSM "
                                           "training and own FGSM eps 0.3",
          "here": f"transfer set FGSM eps {cfg.eps:g}; FGSM training and own FGSM eps "

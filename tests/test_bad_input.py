@@ -524,3 +524,15 @@ def test_lists_keywords_and_seeds_are_never_silently_resolved(
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     _no_leftovers(out)
+
+
+def test_an_unwritable_baseline_is_refused_before_any_gate_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    toml = tmp_path / "gates.toml"
+    toml.write_text('[[gate]]\nname = "g"\nmodel = "m/model.safetensors"\ndata = "digits"\n'
+                    'eps = 0.1\nrobust_accuracy = 0.5\n')
+    code, err = _cli(["gate", str(toml), "--update-baseline", "--baseline",
+                      str(tmp_path / "file" / "b.json")], capsys)
+    assert code == 2 and "'--baseline' parameter" in err and "below the file" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -90,6 +90,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         if args.update_baseline and gate_file.baseline is None:
             raise GateConfigError("--update-baseline needs a baseline file: --baseline PATH or "
                                   "baseline = \"...\" under [defaults].")
+        if args.update_baseline and gate_file.baseline is not None:
+            check_output_file(gate_file.baseline, option="--baseline")  # before any work
         baseline = Baseline(gate_file.baseline) if gate_file.baseline is not None else None
     except GateConfigError as e:
         _write_outputs(args, [], None, False, config_error=str(e))
