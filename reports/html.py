@@ -90,6 +90,44 @@ def accuracy_vs_eps_png(runs: Sequence[Run]) -> bytes | None:
     return _figure_png(draw)
 
 
+def per_attack_png(run: Run) -> bytes | None:
+    """One line per attack (and the worst case) of one evaluated run, robust accuracy vs eps
+    with 95% bands, one panel per norm; None without a report."""
+    if run.report is None or not run.report.results:
+        return None
+    report = run.report
+    norms = list(dict.fromkeys(r.norm for r in report.results))
+
+    def draw(ax: Any) -> None:
+        for norm in norms:
+            rows: dict[str, list[tuple[float, float, float, float]]] = {}
+            for r in report.results:
+                if r.norm == norm:
+                    rows.setdefault(r.attack, []).append(
+                        (r.eps, r.robust_accuracy, r.ci_low, r.ci_high))
+            rows[f"worst case ({norm})"] = [(w.eps, w.robust_accuracy, w.ci_low, w.ci_high)
+                                            for w in report.worst_case if w.norm == norm]
+            for name, pts in rows.items():
+                pts.sort()
+                if not pts:
+                    continue
+                style = {"color": "black", "linewidth": 2} if name.startswith("worst") else {}
+                label = name if len(norms) == 1 or name.startswith("worst") else \
+                    f"{name} ({norm})"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
+                        **style)
+                ax.fill_between([p[0] for p in pts], [p[2] for p in pts], [p[3] for p in pts],
+                                alpha=0.12, color=style.get("color"))
+        ax.axhline(report.clean_accuracy, color="grey", linestyle=":", label="clean accuracy")
+        ax.set_xlabel("eps" if len(norms) == 1 else "eps (in each attack's norm)")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    return _figure_png(draw, width=6.5, height=3.8)
+
+
 def verdict_lines(runs: Sequence[Run], paired: Sequence[PairedComparison],
                   unpaired: Sequence[Unpaired] = ()) -> list[str]:
     """The opening of the page: per threat model (norm, eps), which run is most robust.
@@ -219,6 +257,34 @@ def _alt(run: Run, name: str) -> str:
         name, f"{name} of {run.title}")
 
 
+def _attack_examples(run: Run) -> str:
+    """Clean / adversarial / perturbation grid from ``adversarial.safetensors`` (runs that
+    stored the clean images), or a sentence saying why it is absent."""
+    path = run.path / "adversarial.safetensors"
+    try:
+        from safetensors.torch import load_file
+
+        t = load_file(str(path))
+        x, x_adv = t["x"], t["x_adv"]
+        labels, preds, conf = t["labels"], t["predictions"], t["confidence"]
+    except KeyError:
+        return ("<p>adversarial.safetensors has no clean images (written by an earlier "
+                "version): only the grid of adversarial images is shown.</p>")
+    except Exception as e:  # a missing or corrupt file is named, never a traceback
+        return f"<p>{_e(path.name)} cannot be read ({_e(type(e).__name__)}: {_e(e)}).</p>"
+    from reports.figures import attack_examples_png
+
+    names = run.data.get("model", {}).get("classes") or []
+    png = attack_examples_png(x, x_adv, labels.tolist(), preds.tolist(), conf.tolist(),
+                              class_names=names)
+    what = f"{run.data.get('attack_name', 'the attack')} at eps {run.data.get('eps')}"
+    return (f'<figure><img src="{_png_data_uri(png)}" alt="clean images, their adversarial '
+            f'versions and the perturbations for {_e(what)}"><figcaption>{_e(what)}: the first '
+            f"test images (top, true label), their adversarial versions (middle, the model's "
+            f"prediction and its softmax confidence; red: fooled) and the perturbation "
+            f"x_adv - x (bottom, symmetric colour scale).</figcaption></figure>")
+
+
 def _caption(run: Run, name: str) -> str:
     """What a run's own figure shows and how it was measured."""
     d = run.data
@@ -301,6 +367,15 @@ def render_page(runs: Sequence[Run], paired: Sequence[PairedComparison],
             r = run.report
             parts.append(f"<p>Clean accuracy {r.clean_accuracy:.3f} on {r.n_samples} samples.</p>")
             parts.append(_html_table(REPORT_HEADERS, _report_rows(run)))
+            attack_png = per_attack_png(run)
+            if attack_png is not None:
+                parts.append(
+                    f'<figure><img src="{_png_data_uri(attack_png)}" alt="robust accuracy '
+                    f'against eps for each attack of {_e(run.title)} and their worst case">'
+                    f"<figcaption>Robust accuracy of {_e(run.title)} per attack and the "
+                    f"per-sample worst case, against eps, on {r.n_samples} test images "
+                    f"(a sample counts only if classified correctly and not broken); bands: "
+                    f"95% Wilson intervals; dotted: clean accuracy.</figcaption></figure>")
         else:
             rows = _summary_rows(run)
             if rows:
@@ -320,6 +395,8 @@ def render_page(runs: Sequence[Run], paired: Sequence[PairedComparison],
                     f'images ({_e(n_img.get("adaptive", "?"))} for the adaptive attack); grey: '
                     f'the best and the mean single member under transfer.</figcaption>'
                     f'</figure>')
+        if run.kind == "attack":
+            parts.append(_attack_examples(run))
         for name, path in sorted(run.files.items()):
             try:
                 uri = _png_data_uri(Path(path).read_bytes())
@@ -359,5 +436,12 @@ def page_markdown(runs: Sequence[Run], paired: Sequence[PairedComparison],
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["accuracy_vs_eps_png", "curves", "findings_of", "page_markdown", "render_page",
-           "verdict_lines"]
+__all__ = [
+    "accuracy_vs_eps_png",
+    "curves",
+    "findings_of",
+    "page_markdown",
+    "per_attack_png",
+    "render_page",
+    "verdict_lines",
+]

@@ -206,6 +206,25 @@ def test_report_command_and_evaluate_write_the_page(
     assert page.count('<img src="data:image/png;base64,') >= 1
 
 
+def test_attack_and_fool_runs_render_their_images(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "m"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "2",
+                 "--no-progress", "--out", str(model)]) == 0
+    assert main(["attack", "--model", str(model), "--data", "digits", "--attack", "pgd",
+                 "--eps", "0.1", "--n", "12", "--out", str(tmp_path / "a")]) == 0
+    assert main(["fool", "--model", str(model), "--generations", "3", "--population", "10",
+                 "--classes", "0,1", "--out", str(tmp_path / "f")]) == 0
+    capsys.readouterr()
+    doc = build_report([tmp_path / "a", tmp_path / "f"], tmp_path / "rep")
+    assert [r["kind"] for r in doc["runs"]] == ["attack", "fool"]
+    assert all(not r["problems"] for r in doc["runs"]), doc["runs"]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert 'alt="clean images, their adversarial versions and the perturbations' in page
+    assert 'alt="fooling images evolved for f, one per class"' in page
+    assert page.count("<figcaption>") == page.count("<img ")  # every image has a caption
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed "
                     "(apt-get install chromium; .ci/run installs it)")
 def test_the_page_renders_in_a_real_browser(evaluated: dict[str, Path], tmp_path: Path) -> None:

@@ -86,7 +86,13 @@ def _attack(args: argparse.Namespace, out: Path) -> int:
                "clean_accuracy": float((model(x).argmax(1) == y).float().mean()),
                "attack_name": args.attack, "checkpoint": str(args.model),
                "dataset": data.to_dict_meta(), "model": loaded.info}
-    tensors = {"x_adv": batch.x_adv, "labels": y, "predictions": batch.predictions,
+    import torch
+
+    with torch.no_grad():  # the prediction's probability, for the report's example grid
+        confidence = torch.softmax(model(batch.x_adv), 1).gather(
+            1, batch.predictions.view(-1, 1)).squeeze(1)
+    tensors = {"x": x, "x_adv": batch.x_adv, "confidence": confidence,
+               "labels": y, "predictions": batch.predictions,
                "success": batch.success, "perturbation_norm": batch.perturbation_norm,
                "queries": batch.queries}
     if batch.targets is not None:
