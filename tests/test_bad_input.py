@@ -229,11 +229,14 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path: Pat
             with run_directory(out):
                 pass
     assert (out / "a.txt").read_text() == "first"
-    # A lock left by a process that no longer exists is stale and taken over.
+    # A lock left by a process that no longer exists is stale and taken over, and the
+    # temporary directory that process left behind is removed.
     (tmp_path / ".stale.lock").write_text("999999999\n")
+    (tmp_path / ".stale.tmp-killed").mkdir()
     with run_directory(tmp_path / "stale") as tmp:
         (tmp / "b.txt").write_text("ok")
     assert (tmp_path / "stale" / "b.txt").exists()
+    assert not (tmp_path / ".stale.tmp-killed").exists()
 
 
 def test_files_follow_the_umask(tmp_path: Path) -> None:

@@ -146,6 +146,7 @@ def test_a_library_attack_that_does_nothing_is_an_error_and_cannot_pass_a_gate(
     ("torchattacks:PGD(steps=-1)", "steps"),
     ("foolbox:LinfPGD(steps=-1)", "steps"),
     ("torchattacks:CW(c=-1,steps=10)", "c"),
+    ("torchattacks:Square(n_queries=-5)", "n_queries"),
     ("foolbox:L2CarliniWagnerAttack(binary_search_steps=0)", "binary_search_steps"),
 ])
 def test_library_arguments_outside_their_documented_range_are_refused(spec: str,

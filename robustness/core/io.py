@@ -201,6 +201,8 @@ def _acquire(lock: Path, out: Path, option: str) -> None:
                                   f"{lock}). Wait for it, or choose another directory.") from None
             with contextlib.suppress(OSError):
                 lock.unlink()  # stale: its process is gone
+            for left in lock.parent.glob(f".{out.name}.tmp-*"):  # what the dead run left
+                shutil.rmtree(left, ignore_errors=True)
             continue
         except OSError as e:
             raise OutputError(f"The '{option}' parameter must be a writable location. Got "
