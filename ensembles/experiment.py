@@ -55,7 +55,7 @@ from ensembles.results import ExperimentResult
 from ensembles.sampling import PLANS
 from reports.markdown import experiment_markdown
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from robustness.core.io import write_json, write_tensors, write_text
+from robustness.core.io import RUN_MARKER, write_json, write_tensors, write_text
 from robustness.core.provenance import library_versions
 from robustness.core.stats import sign_test, wilson_interval
 from robustness.core.validation import check_choice, check_float, check_int, invalid
@@ -230,14 +230,17 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
     """
     start = time.perf_counter()
     data = load_dataset(cfg.data, root=root, seed=cfg.seed)  # fails before anything is written
+    build_model("convnet", data.input_shape, data.num_classes)  # e.g. 8x8 digits are too small
     for name in ("n", "n_adaptive", "n_genetic"):
         if getattr(cfg, name) > len(data.x_test):  # never silently fewer
             raise invalid("robustness experiment ensembles", f"--{name.replace('_', '-')}",
                           f"at most {len(data.x_test)}, the test images of {data.name}",
                           getattr(cfg, name))
-    build_model("convnet", data.input_shape, data.num_classes)  # e.g. 8x8 digits are too small
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Marks the directory as a run (resumable): --overwrite may replace it, nothing else.
+    (out / RUN_MARKER).write_text("a run directory of robustness-harness (resumable)\n",
+                                  encoding="utf-8")
     x, y = data.x_test[:cfg.n], data.y_test[:cfg.n]
     timings: dict[str, float] = {}
     resumed: dict[str, Any] = {"members": {}}  # what a re-run reused instead of training

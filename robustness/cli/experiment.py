@@ -94,7 +94,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     import shutil
 
     from ensembles.experiment import ExperimentConfig, run_experiment
-    from robustness.core.io import RUN_MARKER, check_output_dir
+    from robustness.core.io import check_output_dir
 
     # Resumable: an existing run in --out is reused, so only a file or an unwritable
     # location is refused here (before any training); --overwrite starts from scratch.
@@ -119,9 +119,6 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     if args.overwrite and args.out.exists():
         shutil.rmtree(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / RUN_MARKER).write_text("a run directory of robustness-harness (resumable)\n",
-                                       encoding="utf-8")
     result = run_experiment(cfg, args.out, root=args.data_root, echo=echo,
                             progress=args.progress)
     from reports.page import write_run_page
