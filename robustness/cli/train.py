@@ -12,6 +12,7 @@ from robustness.cli.common import (
     add_no_progress_option,
     add_out_option,
     add_seed_option,
+    as_typed,
     load_data,
 )
 from robustness.core.argtypes import number, positive_int
@@ -72,11 +73,15 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         eps = check_float("robustness train", "--adversarial-eps", args.adversarial_eps,
                           low=0.0, high=1.0)
         adversary = attack_hook(FGSM(eps=eps))
-    model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed)
+    with as_typed(f"--model {args.model}", f"--data {args.data!r}"):
+        model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed)
     start = time.perf_counter()
-    history = train(model, data.x_train, data.y_train, epochs=args.epochs,
-                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, adversary=adversary,
-                    progress=not args.no_progress, description=args.model)
+    with as_typed(f"--epochs {args.epochs}", f"--batch-size {args.batch_size}",
+                  f"--lr {args.lr:g}"):
+        history = train(model, data.x_train, data.y_train, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                        adversary=adversary, progress=not args.no_progress,
+                        description=args.model)
     seconds = time.perf_counter() - start
     acc = accuracy(model, data.x_test, data.y_test)
     meta = CheckpointMeta(architecture=args.model, input_shape=data.input_shape,
