@@ -91,15 +91,17 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
         classes=data.classes, dataset=data.name, seed=seed, accuracy=clean))
 
     # Every number goes through evaluate(): CIs, the per-sample worst case, the checks.
-    report = evaluate(model, (x, y), ["fgsm", f"pgd(steps={PGD_STEPS})"], eps, seed=seed,
-                      echo=echo)
+    # The Dataset (its first n test images: x, y) so the report names the data it measured.
+    report = evaluate(model, data, ["fgsm", f"pgd(steps={PGD_STEPS})"], eps, n=len(x),
+                      seed=seed, echo=echo)
     rows = [(LABELS[r.attack], r) for r in report.results]
     if _torchattacks_available():
         # The cross-check: torchattacks' PGD with the same step size as ours, per eps.
         for e in eps:
             spec = ("torchattacks:PGD", {"steps": PGD_STEPS, "alpha": 2.5 * e / PGD_STEPS,
                                          "random_start": True})
-            check = evaluate(model, (x, y), [spec], [e], seed=seed, checks=False, echo=echo)
+            check = evaluate(model, data, [spec], [e], n=len(x), seed=seed, checks=False,
+                             echo=echo)
             rows += [(f"torchattacks PGD-{PGD_STEPS}", r) for r in check.results]
     rows.sort(key=lambda row: row[1].eps)
     results = [{"attack": label, "eps": r.eps, "norm": r.norm, "threat_model": r.threat_model,
