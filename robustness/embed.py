@@ -36,7 +36,8 @@ def penultimate_layer(model: nn.Module) -> str:
 
 
 def features(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
-             batch_size: int = 512) -> torch.Tensor:
+             batch_size: int = 512, with_logits: bool = False
+             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Hidden-layer features of ``x``.
 
     Parameters
@@ -51,10 +52,13 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
     batch_size
         Images per forward pass.
 
+    with_logits
+        Also return the model's outputs ``(N, K)`` from the same forward passes.
+
     Returns
     -------
-    torch.Tensor
-        ``(N, D)`` float32, each sample's feature flattened.
+    torch.Tensor or (torch.Tensor, torch.Tensor)
+        ``(N, D)`` float32, each sample's feature flattened (and the logits).
     """
     check_images(OWNER, x, name="x")
     check_int(OWNER, "batch_size", batch_size, low=1)
@@ -65,6 +69,7 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
         hint = did_you_mean(name, [n for n in modules if n])
         raise invalid(OWNER, "layer", f"the name of one of the model's modules{hint}", name)
     captured: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         value = inputs[0] if default else output
@@ -78,14 +83,14 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str | None = None,
         with eval_mode(model), torch.no_grad():
             for start in range(0, len(x), batch_size):
                 before = len(captured)
-                model(x[start:start + batch_size])
+                outputs.append(model(x[start:start + batch_size]))
                 if len(captured) != before + 1:
                     # A module called twice per forward (or never) has no single feature.
                     raise invalid(OWNER, "layer", "a module that runs once per forward pass",
                                   f"{name!r} ran {len(captured) - before} times", raw=True)
     finally:
         handle.remove()
-    return torch.cat(captured)
+    return (torch.cat(captured), torch.cat(outputs)) if with_logits else torch.cat(captured)
 
 
 __all__ = ["features", "penultimate_layer"]

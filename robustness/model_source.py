@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustness.checkpoint import FORMAT, CheckpointMeta, load_checkpoint
+from robustness.checkpoint import FORMAT, CheckpointMeta, load_checkpoint, read_meta
 from robustness.core.validation import ParameterError, invalid
 
 FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -125,7 +125,7 @@ def _load_ensemble(path: Path, aggregation: str | None, members: int | None,
                    owner: str) -> LoadedModel:
     import json
 
-    from ensembles.members import MANIFEST, load_members
+    from ensembles.members import MANIFEST, load_members, member_path
 
     agg = aggregation or "mean"
     try:
@@ -137,7 +137,8 @@ def _load_ensemble(path: Path, aggregation: str | None, members: int | None,
     except (OSError, json.JSONDecodeError) as e:
         raise invalid(owner, "--model", f"an ensemble directory with a readable {MANIFEST}",
                       f"{path} ({e})", raw=True) from None
-    _, first_meta = load_checkpoint(path / "members" / "member-000.safetensors")
+    # Metadata only: the members were already built and verified by load_members.
+    first_meta = read_meta(member_path(path, 0))
     n = len(ensemble.members)
     meta = CheckpointMeta(
         architecture=f"ensemble of {n} {manifest.get('architecture', '?')} ({agg})",

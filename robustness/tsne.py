@@ -146,13 +146,15 @@ def run_tsne(model: nn.Module, data: Dataset, *, attack: str = "pgd", eps: float
     kinds = np.concatenate([np.full(len(p), kind) for p, kind in zip(parts_x, parts_kind,
                                                                      strict=True)])
     labels = torch.cat(parts_y).numpy()
-    feats = features(model, x_all, layer=layer).numpy()
-    preds = predict(model, x_all).argmax(1).numpy()
+    # Features and predictions from the same forward passes.
+    feats_t, logits = features(model, x_all, layer=layer, with_logits=True)
+    feats, preds = feats_t.numpy(), logits.argmax(1).numpy()
     x_train = data.x_train[:MAX_TRAIN]
-    train_feats = features(model, x_train, layer=layer).numpy()
+    train_feats = features(model, x_train, layer=layer)
+    assert isinstance(train_feats, torch.Tensor)
     adv = kinds == "adversarial"
     clean = kinds == "clean"
-    scores = density_scores(train_feats, data.y_train[:MAX_TRAIN].numpy(), feats[clean],
+    scores = density_scores(train_feats.numpy(), data.y_train[:MAX_TRAIN].numpy(), feats[clean],
                             preds[clean], feats[adv], preds[adv], k=k, seed=seed)
     for line in scores.lines():
         say(line)
