@@ -313,7 +313,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
                 **_flat("best_member_transfer", best),  # its interval is that member's own
                 "mean_member_transfer": statistics.fmean(
                     m["accuracy"] for m in member_transfer[:n_members]),
-                "mean_member_clean": statistics.fmean(member_clean[:n_members])})
+                "mean_member_clean": statistics.fmean(member_clean[:n_members]),
+                "member_transfer": [m["accuracy"] for m in member_transfer[:n_members]],
+                "member_clean": member_clean[:n_members]})
             for with_baseline in ((False, True) if n_members == largest else (False,)):
                 chosen = members[:n_members] + ([baseline] if with_baseline else [])
                 ensemble = Ensemble(chosen, "mean", channels_last=True).eval()

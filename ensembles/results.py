@@ -82,7 +82,10 @@ EXPERIMENT_SCHEMA: dict[str, Any] = {
             "required": ["sampling", "n_members", *_required("best_member_transfer"),
                          "mean_member_transfer", "mean_member_clean"],
             "properties": {**_measured("best_member_transfer"),
-                           "mean_member_transfer": _PROB, "mean_member_clean": _PROB}}},
+                           "mean_member_transfer": _PROB, "mean_member_clean": _PROB,
+                           # Per member, in training order (absent in older results).
+                           "member_transfer": {"type": "array", "items": _PROB},
+                           "member_clean": {"type": "array", "items": _PROB}}}},
         "ensembles": {"type": "array", "items": _ROW},
         "published": {"type": "object"},
         "verdicts": {"type": "object", "additionalProperties": {

@@ -22,13 +22,14 @@ def accuracy_vs_members_png(doc: dict[str, Any]) -> bytes | None:
         return None
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
-    axes = fig.subplots(1, len(MEASURES), sharey=True)
+    spread = _member_spread(doc)
+    fig = Figure(figsize=(16 if spread else 13, 4.2), layout="constrained")
+    axes = list(fig.subplots(1, len(MEASURES) + bool(spread), sharey=True))
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         series.setdefault((str(r.get("sampling")), str(r.get("aggregation"))), []).append(r)
     samplings = sorted({s for s, _ in series})
-    for ax, (key, title) in zip(axes, MEASURES, strict=True):
+    for ax, (key, title) in zip(axes[:len(MEASURES)], MEASURES, strict=True):
         for (sampling, agg), points in sorted(series.items()):
             points = sorted(points, key=lambda p: p["n_members"])
             ns = [p["n_members"] for p in points]
@@ -55,6 +56,8 @@ def accuracy_vs_members_png(doc: dict[str, Any]) -> bytes | None:
         ax.set_xlabel("members N")
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
+    if spread:
+        _plot_spread(axes.pop(), spread)
     axes[0].set_ylabel("accuracy (robust accuracy under attack)")
     axes[0].set_ylim(-0.02, 1.02)
     handles, labels = [], []
@@ -67,6 +70,44 @@ def accuracy_vs_members_png(doc: dict[str, Any]) -> bytes | None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
+
+
+def _member_spread(doc: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """Per sampling: every member's clean and transfer accuracy (the largest N's entry holds
+    them all). Empty for results written before per-member lists were stored."""
+    out: dict[str, dict[str, list[float]]] = {}
+    best_n: dict[str, int] = {}
+    for m in doc.get("members", []):
+        if not isinstance(m, dict) or not isinstance(m.get("member_transfer"), list):
+            continue
+        sampling, n = str(m.get("sampling")), int(m.get("n_members") or 0)
+        if n >= best_n.get(sampling, 0):
+            best_n[sampling] = n
+            out[sampling] = {"clean": list(m.get("member_clean") or []),
+                             "transfer": list(m["member_transfer"])}
+    return out
+
+
+def _plot_spread(ax: Any, spread: dict[str, dict[str, list[float]]]) -> None:
+    """Box plot with every member as a point: how much single members differ."""
+    positions, data, names = [], [], []
+    for i, (sampling, accs) in enumerate(sorted(spread.items())):
+        for j, key in enumerate(("clean", "transfer")):
+            values = accs.get(key) or []
+            if not values:
+                continue
+            pos = 3 * i + j
+            positions.append(pos)
+            data.append(values)
+            names.append(f"{sampling}\n{key}")
+            # Deterministic jitter: the same results always draw the same figure.
+            offsets = [((k * 0.618) % 1 - 0.5) * 0.3 for k in range(len(values))]
+            ax.scatter([pos + o for o in offsets], values, s=8, color=f"C{j}", alpha=0.6,
+                       zorder=3)
+    ax.boxplot(data, positions=positions, widths=0.6, showfliers=False)
+    ax.set_xticks(positions, names, fontsize=8)
+    ax.set_title(f"single members ({max(len(d) for d in data)} per sampling)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
 
 
 __all__ = ["accuracy_vs_members_png"]

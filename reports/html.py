@@ -393,7 +393,9 @@ def render_page(runs: Sequence[Run], paired: Sequence[PairedComparison],
                     f'adaptive accuracy against N per sampling and aggregation (95% Wilson '
                     f'intervals as bars) on {_e(n_img.get("clean_and_transfer", "?"))} test '
                     f'images ({_e(n_img.get("adaptive", "?"))} for the adaptive attack); grey: '
-                    f'the best and the mean single member under transfer.</figcaption>'
+                    f'the best and the mean single member under transfer; last panel, where '
+                    f'stored: every single member\'s clean and transfer accuracy (box: '
+                    f'quartiles).</figcaption>'
                     f'</figure>')
         if run.kind == "attack":
             parts.append(_attack_examples(run))

@@ -110,6 +110,14 @@ def test_a_tiny_experiment_runs_end_to_end(tmp_path: Path,
         assert len(ones) == 3
         for r in ones:
             assert r["transfer"] == pytest.approx(member["mean_member_transfer"])
+        # Every member's own accuracies are stored (the spread the report draws), and the
+        # summaries agree with them: the first N members make the N-member ensemble.
+        both = next(m for m in result["members"]
+                    if m["sampling"] == sampling and m["n_members"] == 2)
+        assert len(both["member_transfer"]) == len(both["member_clean"]) == 2
+        assert both["member_transfer"][:1] == member["member_transfer"]
+        assert both["best_member_transfer"] == max(both["member_transfer"])
+        assert both["mean_member_clean"] == pytest.approx(sum(both["member_clean"]) / 2)
     assert set(result["verdicts"]) == {"transfer", "adaptive", "genetic"}
     # Like for like (issue 11.7): the FGSM-trained model's own FGSM number is measured at
     # the training eps, where the published 0.71 was; every difference is listed.

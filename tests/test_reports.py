@@ -225,6 +225,33 @@ def test_attack_and_fool_runs_render_their_images(
     assert page.count("<figcaption>") == page.count("<img ")  # every image has a caption
 
 
+def test_the_member_spread_panel_draws_every_stored_member() -> None:
+    import io
+
+    from PIL import Image
+
+    from reports.experiment_figures import _member_spread, accuracy_vs_members_png
+
+    row = {"sampling": "uniform", "n_members": 3, "with_baseline": False, "aggregation": "mean",
+           "clean": 0.9, "clean_ci": [0.85, 0.93], "transfer": 0.3, "transfer_ci": [0.25, 0.35],
+           "adaptive": 0.0, "adaptive_ci": [0.0, 0.02]}
+    old = {"ensembles": [row], "members": [
+        {"sampling": "uniform", "n_members": 3, "best_member_transfer": 0.3,
+         "mean_member_transfer": 0.2, "mean_member_clean": 0.88}]}
+    new = {"ensembles": [row], "members": [
+        {**old["members"][0], "member_transfer": [0.1, 0.2, 0.3],
+         "member_clean": [0.87, 0.88, 0.89]},
+        {"sampling": "uniform", "n_members": 1, "member_transfer": [0.1],
+         "member_clean": [0.87]}]}
+    # Older results (no per-member lists) still draw, without the spread panel.
+    assert _member_spread(old) == {}
+    assert _member_spread(new) == {"uniform": {"clean": [0.87, 0.88, 0.89],
+                                               "transfer": [0.1, 0.2, 0.3]}}
+    widths = [Image.open(io.BytesIO(accuracy_vs_members_png(d) or b"")).width
+              for d in (old, new)]
+    assert widths[1] > widths[0]  # one more panel
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed "
                     "(apt-get install chromium; .ci/run installs it)")
 def test_the_page_renders_in_a_real_browser(evaluated: dict[str, Path], tmp_path: Path) -> None:
