@@ -66,13 +66,14 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
     check_int(owner, "seed", seed, low=0)
     if not eps:
         raise invalid(owner, "eps", "a non-empty list of budgets", list(eps))
-    eps = [check_float(owner, "eps", e, low=0.0, high=1.0) for e in eps]
+    # A zero budget attacks nothing: its "robust accuracy" would be clean accuracy.
+    eps = [check_float(owner, "eps", e, low=0.0, high=1.0, low_open=True) for e in eps]
     out = Path(out)
     started = time.perf_counter()
 
     data = load_dataset("mnist", seed=seed)
     if n > len(data.x_test):  # never silently fewer
-        raise invalid(owner, "n (--n)", f"at most {len(data.x_test)}, the test images of "
+        raise invalid(owner, "n", f"at most {len(data.x_test)}, the test images of "
                       f"{data.name}", n)
     x, y = data.x_test[:n], data.y_test[:n]
     echo(f"Data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test images "

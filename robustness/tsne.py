@@ -25,11 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from reports.tsne import DensityScores, Embedding, density_scores, tsne, tsne_figure_png, write_png
+from reports.tsne import (
+    BACKENDS,
+    DensityScores,
+    Embedding,
+    density_scores,
+    tsne,
+    tsne_figure_png,
+    write_png,
+)
 from robustness.core.io import write_json, write_tensors
 from robustness.core.modes import predict
 from robustness.core.provenance import run_environment
-from robustness.core.validation import check_int, invalid
+from robustness.core.validation import check_choice, check_int, did_you_mean, invalid
 from robustness.data import Dataset
 from robustness.embed import features, penultimate_layer
 
@@ -79,6 +87,26 @@ class TsneRun:
         write_json(out / "tsne.json", self.to_dict())
 
 
+def check_tsne_options(model: nn.Module, n: int, *, layer: str | None = None,
+                       perplexity: float | None = None, backend: str = "auto",
+                       owner: str = OWNER, prefix: str = "") -> None:
+    """Refuse a bad ``layer``, ``perplexity`` or ``backend`` before any attack runs.
+
+    ``n`` is the most points the embedding can get; ``prefix`` is ``"--"`` when the names
+    are command-line options.
+    """
+    if layer is not None:
+        modules = [name for name, _ in model.named_modules() if name]
+        if layer not in modules:
+            raise invalid(owner, f"{prefix}layer", "the name of one of the model's modules "
+                          f"(model.named_modules()){did_you_mean(layer, modules)}", layer)
+    if perplexity is not None and not 1.0 <= perplexity <= (n - 1) / 3.0:
+        raise invalid(owner, f"{prefix}perplexity", f"a number in [1, (points - 1) / 3] = "
+                      f"[1, {(n - 1) / 3.0:g}] for {n} points (each point needs about 3 x "
+                      f"perplexity neighbours)", perplexity)
+    check_choice(owner, f"{prefix}backend", backend, BACKENDS)
+
+
 def run_tsne(model: nn.Module, data: Dataset, *, attack: str = "pgd", eps: float = 0.3,
              n: int = 2000, layer: str | None = None, include_fooling: bool = False,
              backend: str = "auto", k: int = 10, perplexity: float | None = None,
@@ -114,6 +142,7 @@ def run_tsne(model: nn.Module, data: Dataset, *, attack: str = "pgd", eps: float
 
     say = echo or (lambda *_: None)
     check_int(OWNER, "n", n, low=8, high=2 * len(data.x_test) + 1)
+    check_tsne_options(model, n, layer=layer, perplexity=perplexity, backend=backend)
     images = n // 2
     spec = parse_attack_spec(attack)
     if "eps" in spec.kwargs:
@@ -158,6 +187,10 @@ def run_tsne(model: nn.Module, data: Dataset, *, attack: str = "pgd", eps: float
                             preds[clean], feats[adv], preds[adv], k=k, seed=seed)
     for line in scores.lines():
         say(line)
+    if perplexity is not None and perplexity > (len(feats) - 1) / 3.0:
+        raise invalid(OWNER, "perplexity", f"at most (points - 1) / 3 = "
+                      f"{(len(feats) - 1) / 3.0:g}: only {len(feats)} points are left to "
+                      f"embed ({int(adv.sum())} successful adversarial)", perplexity)
     emb = tsne(feats, seed=seed, backend=backend, perplexity=perplexity)
     say(f"t-SNE ({emb.backend}) of {len(feats)} points in {emb.seconds:.1f} s, KL divergence "
         f"{emb.kl_divergence:.3f}")

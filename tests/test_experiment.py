@@ -170,7 +170,8 @@ def test_a_second_run_reuses_every_model_and_gives_the_same_numbers(tmp_path: Pa
     (["--samplings", "bagging"], "argument --samplings: expected a comma-separated subset"),
     (["--eps", "0"], "argument --eps: expected a number in (0, 1]"),
     (["--members", "5", "--genetic-members", "7"],
-     "The 'genetic_members' parameter of experiment ensembles must be sizes among members"),
+     "The '--genetic-members' parameter of robustness experiment ensembles must be sizes "
+     "among members"),
     (["--data", "digits"], "ConvNet must have H, W >= 27"),
 ])
 def test_bad_experiment_arguments_exit_2_without_writing(

@@ -131,3 +131,13 @@ def test_tsne_command_writes_a_run_a_report_can_read(
     err = capsys.readouterr().err
     assert "'--n' parameter" in err and "did you mean" in err
     assert not (tmp_path / "bad").exists()
+    # t-SNE options are checked, under their option names, before any attack runs.
+    for option, value, expected in (("--layer", "net.99", "the name of one of the model's"),
+                                    ("--perplexity", "50", "for 120 points"),
+                                    ("--perplexity", "0.5", "a number in [1,")):
+        assert main(["tsne", "--model", str(tmp_path / "m"), "--data", "digits", "--eps", "0.1",
+                     "--n", "120", option, value, "--out", str(tmp_path / "bad")]) == 2
+        captured = capsys.readouterr()
+        assert f"'{option}' parameter of robustness tsne" in captured.err, captured.err
+        assert expected in captured.err and "broken" not in captured.out
+        assert not (tmp_path / "bad").exists()

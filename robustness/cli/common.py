@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,6 +162,30 @@ def as_typed(*options: str) -> Iterator[None]:
         yield
     except ParameterError as e:
         raise type(e)(f"{' '.join(o for o in options if o)}: {e}") from None
+
+
+@contextlib.contextmanager
+def as_options(owner: str, command: str, options: Collection[str]) -> Iterator[None]:
+    """Re-raise a parameter error of ``owner``, the library function behind ``command``, so
+    that it names the option the user typed: ``The 'genetic_members' parameter of experiment
+    ensembles`` becomes ``The '--genetic-members' parameter of robustness experiment
+    ensembles``. Only names in ``options`` (argparse ``dest`` names) are rewritten."""
+    import re
+
+    from robustness.core.validation import ParameterError
+
+    try:
+        yield
+    except ParameterError as e:
+        pattern = re.compile(rf"The '(\w+)(?: \(--[\w-]+\))?' parameter of {re.escape(owner)}\b")
+
+        def option(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in options:
+                return m.group(0)
+            return f"The '--{name.replace('_', '-')}' parameter of {command}"
+
+        raise type(e)(pattern.sub(option, str(e))) from None
 
 
 def load_model_and_data(args: argparse.Namespace, command: str, *,

@@ -39,10 +39,12 @@ def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``robustness demo``: all-or-nothing into ``--out``."""
+    from robustness.cli.common import as_options
     from robustness.core.io import run_directory
     from robustness.demo import run_demo
 
-    with run_directory(args.out, overwrite=args.overwrite) as out:
+    with run_directory(args.out, overwrite=args.overwrite) as out, \
+            as_options("demo", "robustness demo", vars(args)):
         summary = run_demo(out, epochs=args.epochs, eps=args.eps, n=args.n, seed=args.seed,
                            progress=not args.no_progress)
     print(f"\nWrote {args.out / 'results.json'}, results.md, model.safetensors, examples.png "

@@ -94,6 +94,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     import shutil
 
     from ensembles.experiment import ExperimentConfig, run_experiment
+    from robustness.cli.common import as_options
     from robustness.core.io import check_output_dir
 
     # Resumable: an existing run in --out is reused, so only a file or an unwritable
@@ -111,8 +112,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         common["samplings"] = tuple(args.samplings)
     if args.precision is not None:
         common["precision"] = args.precision
-    cfg = (ExperimentConfig.quick(**common, **given) if args.quick
-           else ExperimentConfig(**common, **given))
+    with as_options("experiment ensembles", "robustness experiment ensembles", vars(args)):
+        cfg = (ExperimentConfig.quick(**common, **given) if args.quick
+               else ExperimentConfig(**common, **given))
 
     def echo(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

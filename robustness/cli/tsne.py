@@ -48,6 +48,7 @@ def add_tsne_parser(sub: Any) -> argparse.ArgumentParser:
                         "feature (default: the input of the last nn.Linear)")
     p.add_argument("--include-fooling", action="store_true",
                    help="also evolve one fooling image per class from noise and embed them")
+    # reports.tsne.BACKENDS, spelled out: the CLI stays numpy-free at import.
     p.add_argument("--backend", choices=("auto", "opentsne", "sklearn"), default="auto",
                    help="t-SNE implementation (default: openTSNE when installed, else "
                         "scikit-learn)")
@@ -73,7 +74,7 @@ def _tsne(args: argparse.Namespace, out: Path) -> int:
     from attacks.registry import parse_attack_spec
     from reports.page import write_run_page
     from robustness.core.validation import invalid
-    from robustness.tsne import run_tsne
+    from robustness.tsne import check_tsne_options, run_tsne
 
     owner = "robustness tsne"
     with as_typed(f"--attack {args.attack!r}", f"--eps {args.eps:g}"):
@@ -92,6 +93,8 @@ def _tsne(args: argparse.Namespace, out: Path) -> int:
                       f"{data.name} and their adversarial versions), or 'all'", args.n)
     if n < 8:
         raise invalid(owner, "--n", "at least 8 points", n)
+    check_tsne_options(loaded.model, n, layer=args.layer, perplexity=args.perplexity,
+                       backend=args.backend, owner=owner, prefix="--")
     print(f"t-SNE of {args.model} ({what}) on {n // 2} {data.name} test images "
           f"and their {spec.label} eps {args.eps:g} adversarial versions:")
     result = run_tsne(loaded.model, data, attack=args.attack, eps=args.eps, n=n, layer=args.layer,
