@@ -179,6 +179,8 @@ def verdict_lines(runs: Sequence[Run], paired: Sequence[PairedComparison],
         if run.kind == "tsne":  # the number behind the picture
             lines += [f"{run.title} ({run.data.get('attack', '?')} eps "
                       f"{run.data.get('eps', '?')}): {line}" for line in run.data.get("lines", [])]
+        if run.kind == "dadc":  # DADC against its control arm, paired per sample
+            lines += [f"{run.title}: {line}" for line in run.data.get("lines", [])]
     return lines
 
 
@@ -189,6 +191,10 @@ def findings_of(runs: Sequence[Run]) -> list[tuple[str, str, str, str]]:
     for run in runs:
         if run.report is not None:
             rows += [(run.title, f.severity, f.check, f.message) for f in run.report.findings]
+        elif run.kind == "dadc":
+            rows += [(f"{run.title}: {f.get('arm', '?')}", f.get("severity", "?"),
+                      f.get("check", "?"), f.get("message", ""))
+                     for f in run.data.get("findings", []) if isinstance(f, dict)]
         elif run.kind == "experiment":
             for model, found in run.data.get("findings", {}).items():
                 rows += [(f"{run.title}: {model}", f.get("severity", "?"), f.get("check", "?"),
@@ -252,6 +258,8 @@ def _alt(run: Run, name: str) -> str:
     return {"grid.png": f"adversarial examples of {run.title}: label -> prediction",
             "fooling.png": f"fooling images evolved for {run.title}, one per class",
             "examples.png": f"clean and adversarial examples of {run.title}",
+            "dadc.png": f"accuracy per DADC round of {run.title}, DADC and control arm, on "
+                        f"each evaluation set, and the fooling rate per round",
             "tsne.png": f"t-SNE of {run.title}'s features: clean test images, adversarial "
                         f"examples and both, coloured by true class"}.get(
         name, f"{name} of {run.title}")
@@ -304,6 +312,14 @@ def _caption(run: Run, name: str) -> str:
                 f"gives it >= {d.get('target_confidence', '?')} confidence.")
     if name == "examples.png":
         return f"{name}: clean images and their adversarial versions, with the predictions."
+    if name == "dadc.png":
+        threat = d.get("evaluation_attack") or {}
+        how = (f"; fixed and fresh sets: {threat.get('attack')} at eps {threat.get('eps')} "
+               f"({threat.get('norm')})") if threat else ""
+        return (f"{name}: accuracy per round of the DADC arm (trained on what fooled it) and "
+                f"the control arm (as many standard examples), 95% Wilson bands, on each "
+                f"evaluation set{how}; last panel: the fraction of the source's tries that "
+                f"fooled the current model, and the examples each arm added so far.")
     return name
 
 
@@ -399,6 +415,10 @@ def render_page(runs: Sequence[Run], paired: Sequence[PairedComparison],
                     f'</figure>')
         if run.kind == "attack":
             parts.append(_attack_examples(run))
+        if run.kind == "dadc":
+            from reports.dadc import dadc_headers, dadc_rows
+
+            parts.append(_html_table(dadc_headers(run.data), dadc_rows(run.data)))
         for name, path in sorted(run.files.items()):
             try:
                 uri = _png_data_uri(Path(path).read_bytes())

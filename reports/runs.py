@@ -37,7 +37,8 @@ class Run:
     Attributes
     ----------
     kind
-        ``"evaluate"``, ``"demo"``, ``"experiment"``, ``"attack"``, ``"fool"``, ``"tsne"``.
+        ``"evaluate"``, ``"demo"``, ``"experiment"``, ``"attack"``, ``"fool"``, ``"tsne"``,
+        ``"dadc"``.
     path
         The directory.
     title
@@ -180,6 +181,8 @@ READERS: tuple[RunReader, ...] = (
     RunReader("fool", "fooling.json", _nothing, figures=("fooling.png",)),
     RunReader("tsne", "tsne.json", _nothing, accepts=lambda d: d.get("format") == "robustness-tsne",
               figures=("tsne.png",)),
+    RunReader("dadc", "dadc.json", _nothing, accepts=lambda d: d.get("format") == "robustness-dadc",
+              figures=("dadc.png",)),
 )
 """Every run kind a report can read, tried in order (first match wins)."""
 
@@ -225,7 +228,7 @@ def read_run(path: str | os.PathLike[str]) -> Run:
     why = "; ".join(problems) if problems else f"none of {markers} is there"
     raise RunReadError(f"{p} holds no run this report can read ({why}). Point it at a "
                        f"directory written by robustness evaluate, demo, attack, fool or "
-                       f"experiment ensembles or tsne.")
+                       f"experiment ensembles, tsne or dadc.")
 
 
 __all__ = ["READERS", "SAMPLES_FILE", "Run", "RunReadError", "RunReader", "read_run"]

@@ -50,8 +50,10 @@ __all__ = [
     "DataFormatError",
     "Dataset",
     "DatasetNotFoundError",
+    "Examples",
     "canonical_dataset_name",
     "load_dataset",
+    "load_examples",
     "read_idx",
 ]
 
@@ -73,7 +75,9 @@ IDX_FILES: dict[str, str] = {
 _OWNER = "load_dataset"
 _VALID_FORMS = ("one of 'mnist', 'digits', 'fashion-mnist', 'idx:DIR' (a directory of "
                 "MNIST-format IDX files) or a path ending in '.npz'")
-_NPZ_KEYS = ("x", "y", "x_test", "y_test", "classes")
+# 'group': who contributed each image of 'x' (collected examples: DADC file sources split
+# by it so that one person's near-identical images never land in both train and test).
+_NPZ_KEYS = ("x", "y", "x_test", "y_test", "classes", "group")
 # Without a 'classes' key the class count is max(label) + 1; a stray huge label would
 # otherwise make us build millions of class names.
 _MAX_IMPLICIT_CLASSES = 100_000
@@ -463,6 +467,56 @@ def _load_npz(path: Path, *, seed: int, test_fraction: float) -> Dataset:
                    x_test=torch.from_numpy(x_test), y_test=torch.from_numpy(y_test),
                    classes=classes, split="user-provided train/test (x, y / x_test, y_test)",
                    source=name)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Labelled images collected elsewhere (:func:`load_examples`)."""
+
+    x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    y: torch.Tensor  # (N,) int64
+    groups: tuple[str, ...]  # (N,) who contributed each image
+    classes: tuple[str, ...] | None
+    source: str
+
+
+def load_examples(path: str | os.PathLike[str]) -> Examples:
+    """Read an ``.npz`` of collected examples: ``x``, ``y``, optional ``group`` and ``classes``.
+
+    ``group`` (N,) str or int names who contributed each image; without it every image is
+    its own group (and a later train/test split cannot keep one person's images together).
+
+    Parameters
+    ----------
+    path
+        The ``.npz`` file (never unpickled).
+
+    Returns
+    -------
+    Examples
+        ``x`` of shape ``(N, C, H, W)`` float32 in [0, 1], ``y`` of shape ``(N,)``.
+    """
+    file = Path(path)
+    arrays = _read_npz(file)
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise bad_file_error("The file", file, "an archive with keys 'x' and 'y'",
+                                 f"keys {sorted(arrays)}")
+    x = _npz_images(arrays["x"], "x", file)
+    y = _npz_labels(arrays["y"], "y", x.shape[0], "x", file)
+    if "group" in arrays:
+        group = arrays["group"]
+        if group.ndim != 1 or group.shape[0] != x.shape[0] or group.dtype.kind not in "USiu":
+            raise bad_file_error("The 'group' array in", file, f"one str or int group per "
+                                 f"image of 'x' ({x.shape[0]})", f"shape {group.shape} of "
+                                 f"{group.dtype}")
+        groups = tuple(g.decode() if isinstance(g, bytes) else str(g) for g in group.tolist())
+    else:
+        groups = tuple(f"#{i}" for i in range(x.shape[0]))
+    classes = _npz_classes(arrays["classes"], file, int(y.max()) + 1) \
+        if "classes" in arrays else None
+    return Examples(x=torch.from_numpy(x), y=torch.from_numpy(y), groups=groups,
+                    classes=classes, source=str(file))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from robustness.cli.attack import add_attack_parser, cmd_attack
 from robustness.cli.common import Command, run_command
+from robustness.cli.dadc import add_dadc_parser, cmd_dadc
 from robustness.cli.demo import add_demo_parser, cmd_demo
 from robustness.cli.evaluate import add_evaluate_parser, cmd_evaluate
 from robustness.cli.experiment import add_experiment_parser, cmd_experiment
@@ -42,6 +43,7 @@ _COMMANDS: tuple[tuple[Callable[[Any], argparse.ArgumentParser], Command], ...] 
     (add_experiment_parser, cmd_experiment),
     (add_report_parser, cmd_report),
     (add_tsne_parser, cmd_tsne),
+    (add_dadc_parser, cmd_dadc),
 )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,11 +165,14 @@ def as_typed(*options: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def as_options(owner: str, command: str, options: Collection[str]) -> Iterator[None]:
+def as_options(owner: str, command: str, options: Collection[str], *,
+               renames: Mapping[str, str] | None = None) -> Iterator[None]:
     """Re-raise a parameter error of ``owner``, the library function behind ``command``, so
     that it names the option the user typed: ``The 'genetic_members' parameter of experiment
     ensembles`` becomes ``The '--genetic-members' parameter of robustness experiment
-    ensembles``. Only names in ``options`` (argparse ``dest`` names) are rewritten."""
+    ensembles``. Only names in ``options`` (argparse ``dest`` names) are rewritten;
+    ``renames`` maps parameters whose option is spelled differently (``start_model`` ->
+    ``--model``)."""
     import re
 
     from robustness.core.validation import ParameterError
@@ -181,6 +184,8 @@ def as_options(owner: str, command: str, options: Collection[str]) -> Iterator[N
 
         def option(m: re.Match[str]) -> str:
             name = m.group(1)
+            if renames and name in renames:
+                return f"The '{renames[name]}' parameter of {command}"
             if name not in options:
                 return m.group(0)
             return f"The '--{name.replace('_', '-')}' parameter of {command}"

@@ -108,9 +108,15 @@ def plan(attacks: Sequence[AttackSpecLike], eps: Sequence[float], *, n_attacked:
 
     Every attack is built once here, so a bad name or argument fails before any work.
     """
-    if isinstance(attacks, str) or not isinstance(attacks, Sequence) or not attacks:
-        raise invalid(OWNER, "attacks", "a non-empty list of attack specs such as "
-                      "['fgsm', 'pgd']", attacks)
+    if isinstance(attacks, str) or not isinstance(attacks, Sequence):
+        raise invalid(OWNER, "attacks", "a list of attack specs such as ['fgsm', 'pgd']",
+                      attacks)
+    check_int(OWNER, "seed", seed, low=0)
+    if not attacks:  # clean accuracy only, e.g. on a fixed set of adversarial examples
+        if isinstance(eps, int | float) or not isinstance(eps, Sequence) or eps:
+            raise invalid(OWNER, "eps", "an empty list when attacks is empty (a clean-only "
+                          "evaluation)", eps)
+        return Plan((), (), {}, seed, ())
     if isinstance(eps, int | float) or not isinstance(eps, Sequence) or not eps:
         raise invalid(OWNER, "eps", "a non-empty list of budgets such as [0.1, 0.2, 0.3]", eps)
     eps_values = tuple(sorted({check_float(OWNER, "eps", e, low=0.0) for e in eps}))
@@ -302,7 +308,8 @@ def evaluate(
         A :class:`~robustness.data.Dataset` (its test split is used) or ``(x, y)``
         with x (N, C, H, W) in [0, 1] and y (N,) int64.
     attacks
-        Attack specs, run in this order: ``["fgsm", "pgd(steps=20)", "genetic"]``.
+        Attack specs, run in this order: ``["fgsm", "pgd(steps=20)", "genetic"]``. Empty
+        (with ``eps`` empty too): clean accuracy only, e.g. on a fixed adversarial set.
     eps
         Budgets in each attack's norm, e.g. ``[0.1, 0.2, 0.3]``.
     n
