@@ -24,6 +24,10 @@ def _series(doc: dict[str, Any], set_name: str, arm: str) -> list[dict[str, Any]
     return sorted(rows, key=lambda r: r["round"])
 
 
+def _ticks(doc: dict[str, Any]) -> list[int]:
+    return list(range(int(doc.get("config", {}).get("rounds", 0)) + 1))
+
+
 def dadc_figure_png(doc: dict[str, Any]) -> bytes:
     """PNG bytes of the run's figure (see the module docstring)."""
     from matplotlib.figure import Figure
@@ -42,6 +46,7 @@ def dadc_figure_png(doc: dict[str, Any]) -> bytes:
                             color=colour, alpha=0.15, linewidth=0)
         ax.set_title(doc["sets"][name], fontsize=9)
         ax.set_xlabel("round")
+        ax.set_xticks(_ticks(doc))
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
@@ -69,9 +74,12 @@ def dadc_figure_png(doc: dict[str, Any]) -> bytes:
     twin.bar([x + 0.15 for x in xs], added_c, width=0.3, color="C0", alpha=0.4,
              label="added (control)")
     twin.set_ylabel("training examples added so far")
+    ax.set_xticks(_ticks(doc))
+    ax.set_zorder(twin.get_zorder() + 1)  # the rate line above the bars
+    ax.patch.set_visible(False)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
-    ax.legend(handles, labels, fontsize=7, loc="upper right")
+    ax.legend(handles, labels, fontsize=7, loc="lower right")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()

@@ -268,3 +268,30 @@ def test_bad_configuration_is_one_line_before_any_work(
     assert message in captured.err, captured.err
     assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
     assert not out.exists() and "round 0" not in captured.out
+
+
+def test_the_command_starts_from_a_checkpoint_and_writes_its_page(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from robustness.checkpoint import load_checkpoint
+
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "3",
+                 "--no-progress", "--out", str(tmp_path / "m")]) == 0
+    out = tmp_path / "run"
+    args = ["dadc", "--data", "digits", "--model", str(tmp_path / "m"), "--rounds", "1",
+            "--per-round", "15", "--source", "fgsm", "--eps", "0.1", "--n-eval", "60",
+            "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    # One line per step, and the verdict.
+    assert "r1/collect: done" in printed and "standard collection" in printed
+    start, _ = load_checkpoint(tmp_path / "m")
+    round0, _ = load_checkpoint(out / "rounds" / "r0" / "base")
+    for a, b in zip(start.state_dict().values(), round0.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # round 0 is the given model, not a retrained one
+    assert (out / "report.html").stat().st_size > 0
+    doc = json.loads((out / "dadc.json").read_text())
+    assert doc["evaluation_attack"]["attack"] == "fgsm" and doc["config"]["n_eval"] == 60
+    # The same command again resumes (nothing to redo); a different one is refused.
+    assert main(args) == 0
+    assert main([*args[:-2], "--seed", "1", "--out", str(out)]) == 2
+    assert "another configuration" in capsys.readouterr().err

@@ -243,7 +243,9 @@ def test_package_level_entry_points() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"attacks": []}, r"'attacks' parameter of evaluate must be a non-empty list"),
+    ({"attacks": []}, r"'eps' parameter of evaluate must be an empty list when attacks is "
+                      r"empty"),
+    ({"attacks": "fgsm"}, r"'attacks' parameter of evaluate must be a list of attack specs"),
     ({"attacks": ["nope"]}, r"'spec' parameter of make_attack must be one of"),
     ({"eps": []}, r"'eps' parameter of evaluate must be a non-empty list"),
     ({"eps": [-0.1]}, r"'eps' parameter of evaluate must be a finite float in the range \[0"),
@@ -260,6 +262,17 @@ def test_bad_input_is_named(trained_convnet: nn.Module, mnist: Dataset, kwargs: 
     n = None if "data" in kwargs else 10  # the whole user-given sample
     with pytest.raises(ParameterError, match=match):
         evaluate(trained_convnet, args["data"], args["attacks"], args["eps"], n=n)
+
+
+def test_a_clean_only_evaluation_has_no_attack_rows(trained_convnet: nn.Module,
+                                                   mnist: Dataset) -> None:
+    """evaluate(model, data, [], []): clean accuracy (and per-sample correctness) only, e.g.
+    on a fixed set of adversarial examples crafted earlier."""
+    report = evaluate(trained_convnet, mnist, [], [], n=50)
+    correct = (trained_convnet.eval()(mnist.x_test[:50]).argmax(1) == mnist.y_test[:50])
+    assert report.results == [] and report.worst_case == [] and report.n_samples == 50
+    assert report.clean_samples == "".join("1" if c else "0" for c in correct.tolist())
+    assert report.clean_accuracy == pytest.approx(float(correct.float().mean()))
 
 
 def test_attack_spec_parsing() -> None:

@@ -79,6 +79,13 @@ class Setup:
         split_seed = held_out_seed(cfg.data, self.start_meta, default=cfg.seed)
         self.data: Dataset = load_dataset(cfg.data, root=cfg.data_root, seed=split_seed)
         data = self.data
+        meta = self.start_meta
+        if meta is not None and (tuple(meta.input_shape) != data.input_shape
+                                 or meta.num_classes != data.num_classes):
+            raise invalid(OWNER, "start_model", f"a model of {data.name}'s inputs "
+                          f"{data.input_shape} and {data.num_classes} classes",
+                          f"{cfg.start_model} ({tuple(meta.input_shape)}, {meta.num_classes} "
+                          f"classes)", raw=True)
         n_train = len(data.x_train)
         initial = cfg.initial if cfg.initial is not None else max(1, n_train // 4)
         if initial >= n_train:
@@ -493,7 +500,8 @@ def summarise(setup: Setup, state: State, out: Path, *, seconds: float) -> dict[
         lines.append(f"{SETS[name]}: DADC {d_sum['accuracy']:.3f} vs control "
                      f"{c_sum['accuracy']:.3f} after {cfg.rounds} rounds: {how} (paired sign "
                      f"test p = {vs_control['p_value']:.3g}, {sig}); round 0 "
-                     f"{base[name]['accuracy']:.3f}")
+                     f"{base[name]['accuracy']:.3f} (DADC vs round 0: p = "
+                     f"{vs_start['p_value']:.3g})")
     findings = []
     for arm in ARMS:
         rep = RobustnessReport.load(out / "rounds" / final / arm / "test")
