@@ -344,3 +344,96 @@ def test_acknowledged_submissions_survive_sigkill(checkpoint: Path, tmp_path: Pa
     finally:
         proc.kill()
         proc.wait()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed "
+                    "(apt-get install chromium)")
+def test_a_person_and_a_reviewer_in_a_real_browser(checkpoint: Path, tmp_path: Path) -> None:
+    """Draw, see a prediction, submit; sign in as admin, accept, start a round, see the new
+    model version in the stats. Screenshots go to tmp_path/screenshots."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    import httpx2 as httpx
+
+    expect = playwright.expect
+    port = _free_port()
+    token_file = tmp_path / "token"
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "robustness.cli", "collect", "--model", str(checkpoint),
+             "--db", f"sqlite:///{tmp_path / 'c.db'}", "--port", str(port),
+             "--admin-token-file", str(token_file)], stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"{base}/api/model", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+                "--headless", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking"])
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error"
+                        else None)
+                outside: list[str] = []
+                page.on("request", lambda r: None if r.url.startswith((base, "blob:", "data:"))
+                        else outside.append(r.url))
+                page.goto(base + "/")
+                page.wait_for_selector("#label option", state="attached")
+                box = page.locator("#pad").bounding_box()
+                assert box is not None
+                for i in range(3):  # three drawings of a "1", each submitted as 1
+                    page.click("#clear")
+                    x = box["x"] + box["width"] * (0.4 + 0.1 * i)
+                    page.mouse.move(x, box["y"] + box["height"] * 0.15)
+                    page.mouse.down()
+                    for k in range(1, 11):
+                        page.mouse.move(x, box["y"] + box["height"] * (0.15 + 0.07 * k))
+                    page.mouse.up()
+                    expect(page.locator("#prediction")).to_contain_text("The model says")
+                    page.select_option("#label", "1")
+                    page.click("#submit")
+                    expect(page.locator("#mine")).to_contain_text(
+                        f"Your submissions: {i + 1}")
+                result = page.locator("#result").inner_text()
+                assert "fooled the model" in result or "got it right" in result
+                assert page.locator("#bars li").count() == 10
+                page.screenshot(path=str(shots / "page.png"), full_page=True)
+                # The reviewer.
+                page.goto(base + "/admin")
+                page.fill("#token", token_file.read_text().strip())
+                page.click("#signin")
+                page.wait_for_selector("#submissions tbody tr")
+                assert page.locator("#submissions tbody tr").count() == 3
+                for _ in range(3):
+                    page.locator("#submissions tbody tr button.accepted").first.click()
+                    expect(page.locator("#status")).to_contain_text("accepted")
+                expect(page.locator("#submissions tbody tr")).to_have_count(0)
+                page.click("#start-round")
+                expect(page.locator("#round-status")).to_contain_text(
+                    "new model version 2", timeout=240_000)
+                expect(page.locator("#stats tbody tr")).to_have_count(2)
+                stats = page.locator("#stats").inner_text()
+                page.screenshot(path=str(shots / "admin.png"), full_page=True)
+                page.goto(base + "/")
+                expect(page.locator("#version")).to_have_text("2")
+            finally:
+                browser.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not errors, errors
+    assert not outside, outside  # nothing from a CDN or anywhere else
+    assert "100.0%" in stats or "0.0%" in stats  # the verified model error rate is shown
+    assert (shots / "page.png").stat().st_size > 0 and (shots / "admin.png").stat().st_size > 0
