@@ -437,3 +437,23 @@ def test_a_person_and_a_reviewer_in_a_real_browser(checkpoint: Path, tmp_path: P
     assert not outside, outside  # nothing from a CDN or anywhere else
     assert "100.0%" in stats or "0.0%" in stats  # the verified model error rate is shown
     assert (shots / "page.png").stat().st_size > 0 and (shots / "admin.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--model", "/nonexistent/model"], "No checkpoint at /nonexistent/model"),
+    (["--db", "nonsense://x"], "The '--db' parameter of robustness collect must be an "
+                               "SQLAlchemy URL"),
+])
+def test_bad_server_options_are_one_line_and_create_nothing(
+        checkpoint: Path, tmp_path: Path, extra: list[str], message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["collect", "--model", str(checkpoint), "--admin-token-file",
+            str(tmp_path / "t" / "token"), "--db", f"sqlite:///{tmp_path / 'db' / 'c.db'}"]
+    for i in range(0, len(extra), 2):
+        args[args.index(extra[i]) + 1] = extra[i + 1]
+    with pytest.raises(SystemExit) as info:
+        sys.exit(main(args))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "t").exists()  # no token written for a server that never ran

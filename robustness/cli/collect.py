@@ -40,24 +40,25 @@ def add_collect_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _token(path: Path | None) -> tuple[str, bool]:
-    """(token, whether it was generated now)."""
+    """(token, whether it is new: then it is written to ``path`` by :func:`_save_token`)."""
     from robustness.core.validation import invalid
 
-    if path is None:
-        return secrets.token_urlsafe(24), True
-    if path.exists():
+    if path is not None and path.exists():
         token = path.read_text(encoding="utf-8").strip()
         if len(token) < 16:
             raise invalid("robustness collect", "--admin-token-file", "a file holding a "
                           "token of at least 16 characters", f"{path} ({len(token)} characters)",
                           raw=True)
         return token, False
+    return secrets.token_urlsafe(24), True
+
+
+def _save_token(path: Path, token: str) -> None:
+    """Create ``path`` with mode 0600 (never readable by others, not even briefly)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(token + "\n")
-    return token, True
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -72,6 +73,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise invalid("robustness collect", "the collect extra", "installed: pip install "
                       "'robustness-harness[collect]'", f"missing {e.name}", raw=True) from None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from robustness.checkpoint import load_checkpoint
+
+    load_checkpoint(args.model)  # a bad --model fails before anything is created
     url = str(args.db)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +91,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     except DatabaseVersionError as e:
         raise invalid("robustness collect", "--db", "a new database or one this version "
                       "created", str(e), raw=True) from None
+    except SQLAlchemyError as e:
+        raise invalid("robustness collect", "--db", "an SQLAlchemy URL of a reachable "
+                      "database, e.g. sqlite:///runs/collect/collect.db",
+                      f"{url} ({type(e).__name__}: {str(e).splitlines()[0]})", raw=True) from None
+    if new and args.admin_token_file is not None:
+        _save_token(args.admin_token_file, token)
     print(f"Serving {args.model} at http://{args.host}:{args.port}/ (review: "
           f"http://{args.host}:{args.port}/admin); database {url}", flush=True)
     if new and args.admin_token_file is None:
