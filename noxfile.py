@@ -72,10 +72,12 @@ def bench(session: nox.Session) -> None:
     """Speed benchmarks, each printing ratios against its peers measured in the same run.
 
     ``benchmarks/bench_*.py``: attacks against torchattacks / foolbox, ensembles against
-    N x one member. Pass a script name to run only that one: ``nox -s bench -- attacks``.
+    N x one member, t-SNE against scikit-learn, the collection app under load. Pass a
+    script name to run only that one: ``nox -s bench -- attacks``.
     """
-    install(session)
+    install(session, "collect")  # bench_collect serves the web app
     session.install(ART)  # a peer for the attack benchmark; needs neither torch nor torchvision
+    session.install("httpx2>=2")  # bench_collect's HTTP clients
     found = sorted(Path("benchmarks").glob("bench_*.py"))
     scripts = {s.stem.removeprefix("bench_"): s for s in found}
     chosen = list(session.posargs) or list(scripts)

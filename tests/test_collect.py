@@ -146,6 +146,23 @@ def test_submissions_are_stored_counted_and_reviewed(client: TestClient) -> None
     assert ex.x.shape == (1, 1, 8, 8) and ex.y.tolist() == [0] and len(set(ex.groups)) == 1
 
 
+def test_jpeg_uploads_and_hostile_cookies(client: TestClient) -> None:
+    img = Image.open(io.BytesIO(drawing(0))).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    r = client.post("/api/predict", files={"image": ("d.jpg", buf.getvalue(), "image/jpeg")})
+    assert r.status_code == 200 and len(r.json()["probabilities"]) == 10
+    # A cookie that is not one of ours is replaced, never stored or echoed.
+    for hostile in ("<script>alert(1)</script>", "x' OR '1'='1", "a" * 500):
+        client.cookies.set("rh_client", hostile)
+        r = _submit(client, drawing(1), 1)
+        assert r.status_code == 201 and hostile not in r.text
+    rows = client.get("/api/admin/submissions", headers=ADMIN).json()["submissions"]
+    assert len(rows) == 3
+    assert all(row["client_id"].replace("-", "").replace("_", "").isalnum() and
+               16 <= len(row["client_id"]) <= 64 for row in rows)
+
+
 BAD_UPLOADS = [
     (b"hello, not an image", 415, "not a PNG or JPEG"),
     (b"GIF89a" + b"\x00" * 100, 415, "not a PNG or JPEG"),
