@@ -66,7 +66,7 @@ def add_dadc_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs of round 0 and of --retrain scratch (default: 6; --quick: 4)")
     p.add_argument("--finetune-epochs", type=positive_int, default=None,
-                   help="epochs of each fine-tuning round (default: 3; --quick: 2)")
+                   help="epochs of each fine-tuning round (default: 5; --quick: 2)")
     p.add_argument("--n-eval", type=count_or_all, default=argparse.SUPPRESS,
                    help="test images evaluated per round, or 'all' (default: 1000; --quick: "
                         "300)")
