@@ -375,6 +375,8 @@ def test_a_person_and_a_reviewer_in_a_real_browser(checkpoint: Path, tmp_path: P
     import httpx2 as httpx
 
     expect = playwright.expect
+    # A loaded CI machine answers slowly: wait generously for what the page shows.
+    expect.set_options(timeout=60_000)
     port = _free_port()
     token_file = tmp_path / "token"
     log = tmp_path / "server.log"
