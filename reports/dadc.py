@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from robustness.core.io import atomic_write
-
 ARM_STYLE = {"dadc": ("C3", "o", "DADC"), "control": ("C0", "s", "control (standard)")}
 
 
@@ -87,12 +85,9 @@ def dadc_figure_png(doc: dict[str, Any]) -> bytes:
 
 def write_dadc_figure(doc: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write :func:`dadc_figure_png` atomically."""
-    png = dadc_figure_png(doc)
+    from reports.tsne import write_png
 
-    def write(tmp: str) -> None:
-        Path(tmp).write_bytes(png)
-
-    return atomic_write(Path(path), write)
+    return write_png(path, dadc_figure_png(doc))
 
 
 def dadc_rows(doc: dict[str, Any]) -> list[list[object]]:

@@ -36,7 +36,6 @@ from torch import nn
 from attacks.registry import AttackSpec, parse_attack_spec
 from robustness.checkpoint import CheckpointMeta, held_out_seed, load_checkpoint, save_checkpoint
 from robustness.core.io import RUN_MARKER, check_output_dir, read_json, write_json, write_tensors
-from robustness.core.modes import predict
 from robustness.core.provenance import run_environment
 from robustness.core.stats import sign_test, wilson_interval
 from robustness.core.validation import ParameterError, invalid
@@ -45,7 +44,7 @@ from robustness.dadc.sources import AttackSource, FileSource, FoolingSource, Pro
 from robustness.data import Dataset, load_dataset, load_examples
 from robustness.evaluation import RobustnessReport, evaluate
 from robustness.models import build_model
-from robustness.train import train
+from robustness.train import accuracy, train
 
 STATE_FORMAT = "robustness-dadc-state"
 DADC_FORMAT = "robustness-dadc"
@@ -328,7 +327,7 @@ class _Loop:
             train(model, x, y, epochs=cfg.epochs, seed=_seed(cfg.seed, 0, 1),
                   progress=self.progress, description="round 0")
             how = f"trained on {len(x)} initial images"
-        acc = _accuracy(model, self.s.x_test, self.s.y_test)
+        acc = accuracy(model, self.s.x_test, self.s.y_test)
         save_checkpoint(model, self._dir(0, "base"), s.meta(acc, {"dadc_round": 0}))
         self.say(f"round 0: starting model {how}; clean test accuracy {acc:.3f}")
 
@@ -397,7 +396,7 @@ class _Loop:
             epochs = cfg.finetune_epochs
         train(model, x, y, epochs=epochs, seed=_seed(cfg.seed, r, 5 + ARMS.index(arm)),
               progress=self.progress, description=f"round {r} {arm}")
-        acc = _accuracy(model, s.x_test, s.y_test)
+        acc = accuracy(model, s.x_test, s.y_test)
         save_checkpoint(model, self._dir(r, arm), s.meta(acc, {"dadc_round": r, "arm": arm}))
         doc["rounds"][str(r)][f"train_size_{arm}"] = len(x)
 
@@ -437,10 +436,6 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
-
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((predict(model, x).argmax(1) == y).float().mean())
 
 
 def _clean_row(report: RobustnessReport, where: str) -> dict[str, Any]:
