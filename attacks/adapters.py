@@ -28,6 +28,9 @@ from torch import nn
 
 from attacks.base import Attack, AttackError, RunResult
 from robustness.core.validation import (
+    MAX_ITERATIONS,
+    MAX_POPULATION,
+    MAX_RESTARTS,
     ParameterError,
     check_float,
     check_int,
@@ -125,6 +128,8 @@ _LIBRARY_RANGES: dict[str, tuple[str, float, bool]] = {
     "confidence": ("float", 0.0, False), "overshoot": ("float", 0.0, False),
 }
 
+_COUNT_LIMITS = {"n_restarts": MAX_RESTARTS, "population": MAX_POPULATION}
+
 
 def check_library_ranges(owner: str, kwargs: Mapping[str, Any]) -> None:
     """Check the common hyperparameters in ``kwargs`` against the libraries' documented
@@ -134,7 +139,7 @@ def check_library_ranges(owner: str, kwargs: Mapping[str, Any]) -> None:
             continue
         kind, low, low_open = _LIBRARY_RANGES[key]
         if kind == "int":
-            check_int(owner, key, value, low=int(low))
+            check_int(owner, key, value, low=int(low), high=_COUNT_LIMITS.get(key, MAX_ITERATIONS))
         else:
             check_float(owner, key, value, low=low, low_open=low_open)
 

@@ -24,7 +24,14 @@ from torch.nn import functional as F
 
 from attacks.base import check_model_output
 from robustness.core.modes import eval_mode
-from robustness.core.validation import check_choice, check_float, check_int, invalid
+from robustness.core.validation import (
+    MAX_ITERATIONS,
+    MAX_POPULATION,
+    check_choice,
+    check_float,
+    check_int,
+    invalid,
+)
 
 ENCODINGS = ("direct", "lowres")
 
@@ -141,8 +148,10 @@ class FoolingImages:
                               "ints >= 0", classes)
             classes = tuple(classes)
         self.classes = classes
-        self.population = check_int(owner, "population", population, low=1)
-        self.generations = check_int(owner, "generations", generations, low=1)
+        self.population = check_int(owner, "population", population, low=1,
+                                    high=MAX_POPULATION)
+        self.generations = check_int(owner, "generations", generations, low=1,
+                                     high=MAX_ITERATIONS)
         # Open at both ends: a softmax never reaches exactly 1, so 1.0 could never be met.
         self.target_confidence = check_float(owner, "target_confidence", target_confidence,
                                              low=0.0, high=1.0, low_open=True, high_open=True)

@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, RunResult
-from robustness.core.validation import check_bool, check_float, check_int, invalid
+from robustness.core.validation import (
+    MAX_ITERATIONS,
+    MAX_POPULATION,
+    check_bool,
+    check_float,
+    check_int,
+    invalid,
+)
 
 # Adaptive scaling (GenAttack §4): on every plateau rho and alpha shrink by this
 # factor, down to the paper's floors (or to the starting value if that is lower).
@@ -115,8 +122,10 @@ class GeneticAttack(Attack):
                  targeted: bool = False, early_stop: bool = True, seed: int = 0) -> None:
         owner = type(self).__name__
         self._init_common(norm="linf", eps=eps, targeted=targeted, seed=seed)
-        self.population = check_int(owner, "population", population, low=2)
-        self.generations = check_int(owner, "generations", generations, low=1)
+        self.population = check_int(owner, "population", population, low=2,
+                                    high=MAX_POPULATION)
+        self.generations = check_int(owner, "generations", generations, low=1,
+                                     high=MAX_ITERATIONS)
         self.mutation_rate = check_float(owner, "mutation_rate", mutation_rate, low=0.0,
                                          high=1.0)
         self.alpha = check_float(owner, "alpha", alpha, low=0.0)
@@ -126,7 +135,7 @@ class GeneticAttack(Attack):
             raise invalid(owner, "elite", f"an int in the range [1, population - 1 = "
                           f"{self.population - 1}]", elite)
         self.adaptive = check_bool(owner, "adaptive", adaptive)
-        self.patience = check_int(owner, "patience", patience, low=1)
+        self.patience = check_int(owner, "patience", patience, low=1, high=MAX_ITERATIONS)
         self.early_stop = check_bool(owner, "early_stop", early_stop)
 
     def _for_every_sample(self) -> GeneticAttack:

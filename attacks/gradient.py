@@ -18,7 +18,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from attacks.base import Attack, RunResult
-from robustness.core.validation import check_bool, check_choice, check_float, check_int, invalid
+from robustness.core.validation import (
+    MAX_ITERATIONS,
+    MAX_RESTARTS,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    invalid,
+)
 
 LOSSES = ("ce", "margin")
 
@@ -145,12 +153,12 @@ class GradientAttack(Attack):
         if norm not in GEOMETRIES:
             raise invalid(owner, "norm", "one of 'linf', 'l2'", norm)
         self._init_common(norm=norm, eps=eps, targeted=targeted, seed=seed)
-        self.steps = check_int(owner, "steps", steps, low=1)
+        self.steps = check_int(owner, "steps", steps, low=1, high=MAX_ITERATIONS)
         if step_size is None:
             step_size = 2.5 * float(self.eps or 0.0) / self.steps
         self.step_size = check_float(owner, "step_size", step_size, low=0.0)
         self.random_start = check_bool(owner, "random_start", random_start)
-        self.restarts = check_int(owner, "restarts", restarts, low=1)
+        self.restarts = check_int(owner, "restarts", restarts, low=1, high=MAX_RESTARTS)
         self.early_stop = check_bool(owner, "early_stop", early_stop)
         self.loss = check_choice(owner, "loss", loss, LOSSES)
         self._every_sample = False

@@ -58,7 +58,14 @@ from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoi
 from robustness.core.io import RUN_MARKER, write_json, write_tensors, write_text
 from robustness.core.provenance import library_versions
 from robustness.core.stats import sign_test, wilson_interval
-from robustness.core.validation import check_choice, check_float, check_int, invalid
+from robustness.core.validation import (
+    MAX_ITERATIONS,
+    MAX_POPULATION,
+    check_choice,
+    check_float,
+    check_int,
+    invalid,
+)
 from robustness.data import Dataset, load_dataset
 from robustness.evaluation import AttackSpecLike, RobustnessReport, evaluate
 from robustness.models import build_model
@@ -141,9 +148,11 @@ class ExperimentConfig:
                               list(self.samplings))
         check_float(owner, "eps", self.eps, low=0.0, high=1.0, low_open=True)
         check_float(owner, "train_eps", self.train_eps, low=0.0, high=1.0, low_open=True)
-        for name in ("n", "n_adaptive", "n_genetic", "pgd_steps", "generations", "epochs"):
+        for name in ("n", "n_adaptive", "n_genetic"):
             check_int(owner, name, getattr(self, name), low=1)
-        check_int(owner, "population", self.population, low=2)
+        for name in ("pgd_steps", "generations", "epochs"):
+            check_int(owner, name, getattr(self, name), low=1, high=MAX_ITERATIONS)
+        check_int(owner, "population", self.population, low=2, high=MAX_POPULATION)
         check_int(owner, "seed", self.seed, low=0)
         check_choice(owner, "recipe", self.recipe, tuple(RECIPES))
 

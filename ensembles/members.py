@@ -32,6 +32,7 @@ from ensembles.sampling import SamplingPlan, member_seeds
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from robustness.core.io import write_json
 from robustness.core.validation import (
+    MAX_ITERATIONS,
     ParameterError,
     check_choice,
     check_float,
@@ -151,7 +152,7 @@ def train_members(
     check_int(owner, "n_members", n_members, low=1)
     sampling = SamplingPlan.parse(plan)
     check_int(owner, "seed", seed, low=0)
-    check_int(owner, "epochs", epochs, low=1)
+    check_int(owner, "epochs", epochs, low=1, high=MAX_ITERATIONS)
     check_int(owner, "batch_size", batch_size, low=1)
     check_float(owner, "lr", lr, low=0.0, low_open=True)
     precision = default_precision() if precision is None else precision

@@ -215,6 +215,13 @@ def _meta_problem(meta: CheckpointMeta) -> str:
                 f"H, W <= {MAX_SIDE})")
     if not 2 <= meta.num_classes <= MAX_CLASSES:
         return f"num_classes {meta.num_classes} (expected 2 to {MAX_CLASSES:,})"
+    from robustness.data import DATASET_SHAPES
+
+    known = DATASET_SHAPES.get(meta.dataset.strip().lower())
+    if known is not None and (tuple(shape), meta.num_classes) != known:
+        return (f"dataset '{meta.dataset}' has images of shape {known[0]} in {known[1]} "
+                f"classes, the metadata declares input shape {tuple(shape)} and "
+                f"{meta.num_classes} classes")
     if meta.classes and len(meta.classes) != meta.num_classes:
         return (f"{len(meta.classes)} class names for num_classes {meta.num_classes} (one name "
                 f"per class, or none)")

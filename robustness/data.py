@@ -58,6 +58,11 @@ __all__ = [
 ]
 
 DATASET_NAMES: tuple[str, ...] = ("mnist", "digits", "fashion-mnist")
+# (C, H, W) and number of classes of each built-in dataset: what a checkpoint trained on it
+# must declare (a re-signed checkpoint claiming 'digits' for a 28x28 model is refused).
+DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "mnist": ((1, 28, 28), 10), "digits": ((1, 8, 8), 10), "fashion-mnist": ((1, 28, 28), 10),
+}
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

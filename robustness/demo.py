@@ -21,7 +21,7 @@ from robustness.checkpoint import CheckpointMeta, save_checkpoint
 from robustness.core.io import write_json, write_text
 from robustness.core.provenance import library_versions
 from robustness.core.text import markdown_table
-from robustness.core.validation import check_float, check_int, invalid
+from robustness.core.validation import MAX_ITERATIONS, check_float, check_int, invalid
 from robustness.data import load_dataset
 from robustness.evaluation import evaluate
 from robustness.models import build_model
@@ -61,7 +61,7 @@ def run_demo(out: str | Path, *, epochs: int = 10, eps: Sequence[float] = (0.1, 
         Where progress lines go (``print`` by default).
     """
     owner = "demo"
-    check_int(owner, "epochs", epochs, low=1)
+    check_int(owner, "epochs", epochs, low=1, high=MAX_ITERATIONS)
     check_int(owner, "n", n, low=1)
     check_int(owner, "seed", seed, low=0)
     if not eps:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from robustness.core.modes import eval_mode, predict
 from robustness.core.validation import (
+    MAX_ITERATIONS,
     ParameterError,
     check_choice,
     check_float,
@@ -131,7 +132,7 @@ def train(
     owner = "train"
     check_images(owner, x)
     check_labels(owner, y, x.shape[0])
-    check_int(owner, "epochs", epochs, low=1)
+    check_int(owner, "epochs", epochs, low=1, high=MAX_ITERATIONS)
     check_int(owner, "batch_size", batch_size, low=1)
     check_float(owner, "lr", lr, low=0.0, low_open=True)
     check_float(owner, "weight_decay", weight_decay, low=0.0)

@@ -52,7 +52,10 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(args)
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own usage errors
+        code = int(e.code or 0)
     captured = capsys.readouterr()
     return code, captured.err
 
@@ -334,6 +337,23 @@ def test_unknown_attacks_fail_before_the_checkpoint_loads(
      "'--n' parameter of robustness evaluate must be at most 360"),
     (["attack", "--attack", "fgsm", "--eps", "0.1", "--param", "3=4"],
      "'--param' parameter of robustness attack"),
+    # eps 0 is no attack: refused rather than reported as a "robust accuracy"
+    (["attack", "--attack", "fgsm", "--eps", "0"], "argument --eps: expected a budget > 0"),
+    (["attack", "--attack", "fgsm", "--eps", "1e-400"],  # underflows to 0.0
+     "argument --eps: expected a budget > 0"),
+    (["attack", "--attack", "pgd", "--param", "eps=0"],
+     "'--param eps' parameter of robustness attack must be a finite budget > 0"),
+    (["evaluate", "--attacks", "fgsm", "--eps", "0,0.1"],
+     "argument --eps: expected comma-separated budgets > 0"),
+    # iteration counts beyond any real budget are typos, refused before the model loads
+    (["attack", "--attack", "pgd", "--eps", "0.1", "--param", "steps=1000000000000"],
+     "'steps' parameter of PGD must be an int in the range [1, 1000000]"),
+    (["evaluate", "--attacks", "pgd(steps=1000000000000)", "--eps", "0.1"],
+     "'steps' parameter of PGD must be an int in the range [1, 1000000]"),
+    (["evaluate", "--attacks", "genetic(population=10000000)", "--eps", "0.1"],
+     "population"),
+    (["evaluate", "--attacks", "torchattacks:PGD(steps=1000000000000)", "--eps", "0.1"],
+     "[1, 1000000]"),
 ])
 def test_conflicts_and_missing_values_are_errors_naming_both_sources(
         digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -379,6 +399,9 @@ def _forged(path: Path, model: nn.Module, meta: dict[str, object]) -> Path:
     ({"num_classes": 10**9, "input_shape": [1, 200_000, 200_000]}, "impossible metadata"),
     ({"num_classes": 10, "classes": ["only one"]}, "1 class names for num_classes 10"),
     ({"num_classes": 12}, "should have shape"),
+    # a built-in dataset's shape is known: metadata that contradicts it is forged
+    ({"dataset": "mnist"}, r"dataset 'mnist' has images of shape \(1, 28, 28\)"),
+    ({"dataset": "digits", "num_classes": 5}, "in 10 classes"),
 ])
 def test_forged_checkpoint_metadata_is_refused_before_anything_is_built(
         digits: Dataset, tmp_path: Path, meta: dict[str, object], match: str) -> None:

@@ -17,7 +17,7 @@ from robustness.cli.common import (
     load_model_and_data,
     test_images,
 )
-from robustness.core.argtypes import number
+from robustness.core.argtypes import budget
 
 
 def add_attack_parser(sub: Any) -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def add_attack_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--attack", required=True,
                    help="attack name: fgsm, pgd, pgd-l2, genetic, torchattacks:NAME, "
                         "foolbox:NAME (see --list-attacks)")
-    p.add_argument("--eps", type=number, default=None,
+    p.add_argument("--eps", type=budget, default=None,
                    help="perturbation budget in the attack's norm (required by bounded attacks; "
                         "not with --param eps=...)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -58,7 +58,7 @@ def _attack(args: argparse.Namespace, out: Path) -> int:
     from attacks.registry import make_attack, parse_attack_kwargs
     from reports.figures import image_grid
     from robustness.core.io import write_json, write_tensors
-    from robustness.core.validation import invalid
+    from robustness.core.validation import EPS_EXPECTED, invalid
 
     # The attack first: a typo or a conflict fails before the checkpoint and data load.
     kwargs = parse_attack_kwargs(args.param, owner="robustness attack", name="--param")
@@ -75,6 +75,9 @@ def _attack(args: argparse.Namespace, out: Path) -> int:
     if "eps" not in kwargs and attack.eps is not None:
         raise invalid("robustness attack", "--eps", f"given: {args.attack} is a bounded attack "
                       f"(its budget in the {attack.norm} norm)", None)
+    if attack.eps is not None and attack.eps <= 0:
+        raise invalid("robustness attack", "--eps" if args.eps is not None else "--param eps",
+                      EPS_EXPECTED, attack.eps)
 
     loaded, data = load_model_and_data(args, "attack")
     assert data is not None

@@ -13,7 +13,7 @@ from robustness.cli.common import (
     add_overwrite_option,
     add_seed_option,
 )
-from robustness.core.argtypes import number_list, positive_int
+from robustness.core.argtypes import budget_list, positive_int
 
 
 def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
                    help=f"{OUT_HELP} (default: %(default)s)")
     add_overwrite_option(p)
     add_epochs_option(p)
-    p.add_argument("--eps", type=number_list, default=[0.1, 0.2, 0.3],
+    p.add_argument("--eps", type=budget_list, default=[0.1, 0.2, 0.3],
                    help="comma-separated L-inf budgets (default: 0.1,0.2,0.3)")
     p.add_argument("--n", "--n-eval", dest="n", type=positive_int, default=1000,
                    help="test images to attack (default: %(default)s; --n-eval is the old "

@@ -17,7 +17,7 @@ from robustness.cli.common import (
     load_model_and_data,
     test_images,
 )
-from robustness.core.argtypes import number_list
+from robustness.core.argtypes import budget_list
 
 
 def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--attacks", required=True,
                    help="comma-separated attacks, run in order, with optional arguments in "
                         "parentheses: e.g. 'fgsm,pgd(steps=20),genetic,torchattacks:CW(c=1)'")
-    p.add_argument("--eps", required=True, type=number_list,
+    p.add_argument("--eps", required=True, type=budget_list,
                    help="comma-separated budgets in each attack's norm, e.g. 0.1,0.2,0.3")
     add_n_option(p, "evaluate")
     add_seed_option(p, "the attacks and the data split (the checkpoint's own split when --data is "

@@ -104,6 +104,24 @@ def number_list(text: str) -> list[float]:
     return values
 
 
+def budget(text: str) -> float:
+    """argparse type: a perturbation budget, a finite number > 0 (eps 0 is no attack)."""
+    value = number(text)
+    if not value > 0.0:  # also 1e-400, which parses to 0.0
+        raise _error("a budget > 0 (eps 0 is no attack; clean accuracy is reported anyway)",
+                     text)
+    return value
+
+
+def budget_list(text: str) -> list[float]:
+    """argparse type: comma-separated budgets > 0, e.g. ``0.1,0.2,0.3``."""
+    values = number_list(text)
+    if not all(v > 0.0 for v in values):
+        raise _error("comma-separated budgets > 0 such as 0.1,0.2,0.3 (eps 0 is no attack; "
+                     "clean accuracy is reported anyway)", text)
+    return values
+
+
 def int_list(text: str, *, low: int | None = None,
              expected: str = "comma-separated integers such as 0,3,7") -> list[int]:
     """argparse type: comma-separated integers (each >= ``low`` when given)."""

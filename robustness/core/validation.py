@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # torch is imported where tensors are checked, so this module stays light
     import torch
@@ -88,6 +88,17 @@ def invalid(owner: str, name: str, expected: str, got: Any, *, raw: bool = False
     return ParameterError(
         f"The '{name}' parameter of {owner} must be {expected}. Got {received} instead."
     )
+
+
+# What a budget must be where a run measures robustness: eps 0 is no attack, and the
+# "robust accuracy" it would report is the clean accuracy every report already has.
+EPS_EXPECTED: Final = "a finite budget > 0 (eps 0 is no attack; clean accuracy is reported anyway)"
+
+# Upper bounds on counts a user types. Beyond them a run takes days or exhausts memory on
+# any machine, so the value is a typo (steps=10**12), never a budget: refuse it up front.
+MAX_ITERATIONS: Final = 1_000_000  # steps, generations, queries, epochs
+MAX_RESTARTS: Final = 10_000
+MAX_POPULATION: Final = 10_000  # candidates per image, each a full image in memory
 
 
 def check_int(owner: str, name: str, value: Any, *, low: int | None = None,

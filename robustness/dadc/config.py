@@ -6,7 +6,13 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from robustness.core.validation import check_choice, check_float, check_int, invalid
+from robustness.core.validation import (
+    MAX_ITERATIONS,
+    check_choice,
+    check_float,
+    check_int,
+    invalid,
+)
 
 OWNER = "run_dadc"
 RETRAIN = ("finetune", "scratch")
@@ -94,12 +100,12 @@ class DadcConfig:
         return cls(**{**base, **overrides})
 
     def __post_init__(self) -> None:
-        check_int(OWNER, "rounds", self.rounds, low=1)
+        check_int(OWNER, "rounds", self.rounds, low=1, high=MAX_ITERATIONS)
         check_int(OWNER, "per_round", self.per_round, low=1)
         if self.initial is not None:
             check_int(OWNER, "initial", self.initial, low=1)
-        check_int(OWNER, "epochs", self.epochs, low=1)
-        check_int(OWNER, "finetune_epochs", self.finetune_epochs, low=1)
+        check_int(OWNER, "epochs", self.epochs, low=1, high=MAX_ITERATIONS)
+        check_int(OWNER, "finetune_epochs", self.finetune_epochs, low=1, high=MAX_ITERATIONS)
         if self.n_eval is not None:
             check_int(OWNER, "n_eval", self.n_eval, low=1)
         check_int(OWNER, "seed", self.seed, low=0)

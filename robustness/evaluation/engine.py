@@ -36,6 +36,7 @@ from robustness.core.modes import eval_mode, predict
 from robustness.core.provenance import run_environment
 from robustness.core.stats import wilson_interval
 from robustness.core.validation import (
+    EPS_EXPECTED,
     check_float,
     check_images,
     check_int,
@@ -119,7 +120,9 @@ def plan(attacks: Sequence[AttackSpecLike], eps: Sequence[float], *, n_attacked:
         return Plan((), (), {}, seed, ())
     if isinstance(eps, int | float) or not isinstance(eps, Sequence) or not eps:
         raise invalid(OWNER, "eps", "a non-empty list of budgets such as [0.1, 0.2, 0.3]", eps)
-    eps_values = tuple(sorted({check_float(OWNER, "eps", e, low=0.0) for e in eps}))
+    # eps 0 is no attack: its "robust accuracy" is the clean accuracy the report already has.
+    eps_values = tuple(sorted({check_float(OWNER, "eps", e, low=0.0, low_open=True,
+                                           expected=EPS_EXPECTED) for e in eps}))
     check_int(OWNER, "seed", seed, low=0)
     check_int(OWNER, "batch_size", shard_size, low=1)
     specs = tuple(parse_attack_spec(s) for s in attacks)

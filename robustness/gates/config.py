@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from robustness.core.validation import (
+    EPS_EXPECTED,
     ParameterError,
     check_bool,
     check_choice,
@@ -110,7 +111,7 @@ def _threshold(owner: str, values: Mapping[str, Any], defaults: GateDefaults,
     if isinstance(eps, list | tuple):
         raise invalid(owner, "eps", "a single float (give further budgets as separate "
                       "thresholds)", eps)
-    eps = check_float(owner, "eps", eps, low=0.0)
+    eps = check_float(owner, "eps", eps, low=0.0, low_open=True, expected=EPS_EXPECTED)
     ra = values.get("robust_accuracy")
     if ra is not None:
         ra = check_float(owner, "robust_accuracy", ra, low=0.0, high=1.0)
