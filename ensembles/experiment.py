@@ -61,6 +61,7 @@ from robustness.core.stats import sign_test, wilson_interval
 from robustness.core.validation import (
     MAX_ITERATIONS,
     MAX_POPULATION,
+    ParameterError,
     check_choice,
     check_float,
     check_int,
@@ -239,7 +240,11 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
     """
     start = time.perf_counter()
     data = load_dataset(cfg.data, root=root, seed=cfg.seed)  # fails before anything is written
-    build_model("convnet", data.input_shape, data.num_classes)  # e.g. 8x8 digits are too small
+    try:
+        build_model("convnet", data.input_shape, data.num_classes)  # 8x8 digits are too small
+    except ParameterError as e:
+        raise invalid("robustness experiment ensembles", "--data", "a dataset the reference "
+                      "ConvNet of the experiment fits", f"{cfg.data!r}: {e}", raw=True) from None
     for name in ("n", "n_adaptive", "n_genetic"):
         if getattr(cfg, name) > len(data.x_test):  # never silently fewer
             raise invalid("robustness experiment ensembles", f"--{name.replace('_', '-')}",

@@ -25,7 +25,7 @@ from torch import nn
 
 from robustness.core.io import atomic_write
 from robustness.core.provenance import library_versions
-from robustness.core.validation import invalid
+from robustness.core.validation import ParameterError, invalid
 from robustness.models import MODELS, build_model
 
 FORMAT = "robustness-checkpoint"
@@ -132,7 +132,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], meta: Checkp
     if not isinstance(meta, CheckpointMeta):
         raise invalid("save_checkpoint", "meta", "a CheckpointMeta", type(meta).__name__, raw=True)
     target = resolve_path(path)
-    problem = _meta_problem(meta)
+    problem = meta_problem(meta)
     if problem:
         raise CheckpointError(f"Refusing to save a checkpoint with impossible metadata: "
                               f"{problem}.")
@@ -197,7 +197,7 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
         meta = CheckpointMeta.from_dict(json.loads(meta_json))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{file} has unreadable metadata: {e}") from e
-    problem = _meta_problem(meta)
+    problem = meta_problem(meta)
     if problem:
         raise CheckpointError(f"{file} has impossible metadata: {problem}.")
     return tensors, meta
@@ -206,8 +206,9 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
 MAX_SIDE, MAX_CHANNELS, MAX_CLASSES = 4096, 64, 100_000  # far beyond any image classifier here
 
 
-def _meta_problem(meta: CheckpointMeta) -> str:
-    """What makes ``meta`` impossible (empty if nothing): checked before anything is built."""
+def meta_problem(meta: CheckpointMeta) -> str:
+    """What makes ``meta`` impossible (empty if nothing): checked before anything is built
+    when loading, and before training starts by commands that will save a checkpoint."""
     shape = meta.input_shape
     if len(shape) != 3 or not 1 <= shape[0] <= MAX_CHANNELS or not all(
             1 <= side <= MAX_SIDE for side in shape[1:]):
@@ -222,6 +223,8 @@ def _meta_problem(meta: CheckpointMeta) -> str:
         return (f"dataset '{meta.dataset}' has images of shape {known[0]} in {known[1]} "
                 f"classes, the metadata declares input shape {tuple(shape)} and "
                 f"{meta.num_classes} classes")
+    if meta.seed is not None and not 0 <= meta.seed <= 2**32 - 1:  # numpy's seed range
+        return f"seed {meta.seed} (expected an int in [0, {2**32 - 1}])"
     if meta.classes and len(meta.classes) != meta.num_classes:
         return (f"{len(meta.classes)} class names for num_classes {meta.num_classes} (one name "
                 f"per class, or none)")
@@ -231,8 +234,11 @@ def _meta_problem(meta: CheckpointMeta) -> str:
 def _check_shapes(file: Path, meta: CheckpointMeta, tensors: dict[str, torch.Tensor]) -> None:
     """Compare the file's tensor shapes with those the metadata implies, building the model
     on the ``meta`` device (no memory): absurd or forged metadata never allocates."""
-    with torch.device("meta"):
-        expected = build_model(meta.architecture, meta.input_shape, meta.num_classes)
+    try:
+        with torch.device("meta"):
+            expected = build_model(meta.architecture, meta.input_shape, meta.num_classes)
+    except ParameterError as e:  # e.g. a ConvNet declared for 8x8 images
+        raise CheckpointError(f"{file} has impossible metadata: {e}") from None
     for name, t in expected.state_dict().items():
         got = tensors.get(name)
         if got is None or tuple(got.shape) != tuple(t.shape):

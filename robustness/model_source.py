@@ -241,20 +241,22 @@ def check_training_split(loaded: LoadedModel, x_train: torch.Tensor, y_train: to
                       "other data", raw=True)
 
 
-def probe(loaded: LoadedModel, x: torch.Tensor, num_classes: int, *, owner: str) -> None:
-    """Run the model on a couple of images: it must map ``(N, C, H, W)`` to ``(N, K)``."""
+def probe(loaded: LoadedModel, x: torch.Tensor, num_classes: int, *, owner: str,
+          option: str = "--model") -> None:
+    """Run the model on a couple of images: it must map ``(N, C, H, W)`` to ``(N, K)``;
+    errors name ``option``, the option the model came from."""
     try:
         with torch.no_grad():
             out = loaded.model(x[:2])
     except Exception as e:  # the user's model on our data: name both
-        raise invalid(owner, "--model", f"a model that accepts images of shape "
+        raise invalid(owner, option, f"a model that accepts images of shape "
                       f"{tuple(x.shape[1:])}", f"{loaded.name}, which raised "
                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                       raw=True) from None
     if not isinstance(out, torch.Tensor) or out.shape != (len(x[:2]), num_classes):
         got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else \
             type(out).__name__
-        raise invalid(owner, "--model", f"a model returning logits of shape (N, {num_classes}) "
+        raise invalid(owner, option, f"a model returning logits of shape (N, {num_classes}) "
                       f"for this data", f"{loaded.name}, which returned {got}", raw=True)
 
 

@@ -354,6 +354,11 @@ def test_unknown_attacks_fail_before_the_checkpoint_loads(
      "population"),
     (["evaluate", "--attacks", "torchattacks:PGD(steps=1000000000000)", "--eps", "0.1"],
      "[1, 1000000]"),
+    # every budget is checked before the model loads, not only the first
+    (["evaluate", "--attacks", "fgsm,pgd(steps=2)", "--eps", "0.1,1e308"],
+     "--eps 0.1,1e+308: The 'eps' parameter of FGSM must be a finite float in [0, 1]"),
+    (["evaluate", "--attacks", "fgsm", "--eps", "0.1", "--source-model", "/nonexistent"],
+     "--source-model /nonexistent: No checkpoint at /nonexistent"),
 ])
 def test_conflicts_and_missing_values_are_errors_naming_both_sources(
         digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -402,6 +407,9 @@ def _forged(path: Path, model: nn.Module, meta: dict[str, object]) -> Path:
     # a built-in dataset's shape is known: metadata that contradicts it is forged
     ({"dataset": "mnist"}, r"dataset 'mnist' has images of shape \(1, 28, 28\)"),
     ({"dataset": "digits", "num_classes": 5}, "in 10 classes"),
+    ({"seed": -5}, r"impossible metadata: seed -5 \(expected an int in \[0, 4294967295\]\)"),
+    ({"architecture": "convnet"}, r"forged.safetensors has impossible metadata: The "
+                                  r"'input_shape' parameter of ConvNet"),
 ])
 def test_forged_checkpoint_metadata_is_refused_before_anything_is_built(
         digits: Dataset, tmp_path: Path, meta: dict[str, object], match: str) -> None:
@@ -562,3 +570,35 @@ def test_an_unwritable_baseline_is_refused_before_any_gate_runs(
                       str(tmp_path / "file" / "b.json")], capsys)
     assert code == 2 and "'--baseline' parameter" in err and "below the file" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_data_a_checkpoint_cannot_record_is_refused_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "wide.npz"  # 1 x 5000 images: wider than any checkpoint may declare
+    np.savez(data, x=np.zeros((20, 1, 1, 5000), np.float32), y=np.arange(20) % 2)
+    started = []
+    monkeypatch.setattr("robustness.train.train", lambda *a, **k: started.append(1))
+    out = tmp_path / "out"
+    code, err = _cli(["train", "--data", str(data), "--model", "mlp", "--epochs", "1",
+                      "--out", str(out)], capsys)
+    assert code == 2 and "'--data' parameter of robustness train" in err, err
+    assert "input shape (1, 1, 5000)" in err and not started
+    _no_leftovers(out)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["fool", "--model", "{digits}", "--classes", "10", "--generations", "1"],
+     "'--classes' parameter of robustness fool must be classes in [0, 9]"),
+    (["experiment", "ensembles", "--quick", "--data", "digits"],
+     "'--data' parameter of robustness experiment ensembles must be a dataset the reference "
+     "ConvNet"),
+])
+def test_errors_of_other_commands_name_the_option_typed(
+        digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        args: list[str], match: str) -> None:
+    out = tmp_path / "o"
+    code, err = _cli([a.format(digits=digits_run) for a in args] + ["--out", str(out)], capsys)
+    assert code == 2 and match in err, err
+    assert len(err.strip().splitlines()) == 1
+    _no_leftovers(out)

@@ -82,7 +82,8 @@ def test_help_explains_every_option(command: str) -> None:
      "The 'lr' parameter of train must be a finite float in the range (0"),
     (["demo", "--eps", "0.1,abc"], "argument --eps: expected comma-separated numbers"),
     # Errors of the function behind a command name the option typed, not its parameter.
-    (["demo", "--eps", "0,0.1", "--out", "X"], "argument --eps: expected comma-separated budgets > 0"),
+    (["demo", "--eps", "0,0.1", "--out", "X"],
+     "argument --eps: expected comma-separated budgets > 0"),
     (["demo", "--eps", "0.5,1.5", "--out", "X"],
      "The '--eps' parameter of robustness demo must be a finite float in the range (0, 1]"),
     (["demo", "--n", "5000", "--epochs", "1", "--out", "X"],

@@ -589,3 +589,19 @@ def test_gate_command_refuses_a_sample_too_small_for_its_threshold(
     assert f"n = {n} cannot show robust accuracy >= 0.40 at 95% confidence" in out + err
     assert "need at least n = 6" in out + err
     assert "looks untrained" not in out + err
+
+
+@pytest.mark.parametrize(("key", "option", "value"), [("n", "--n", "50"), ("seed", "--seed", "3")])
+def test_a_command_line_override_that_a_gate_would_silently_beat_is_a_conflict(
+        project: Path, capsys: pytest.CaptureFixture[str], key: str, option: str,
+        value: str) -> None:
+    """Issue 12.4: `--n 100000` with a gate's own `n = 100` used to run 100 images, exit 0."""
+    toml = project / "gates.toml"
+    toml.write_text(toml.read_text().replace('name = "convnet-mnist"\n',
+                                             f'name = "convnet-mnist"\n{key} = 7\n', 1))
+    code, out, err = _run_gate([str(toml), option, value, "--json", str(project / "g.json")],
+                               capsys)
+    assert code == 2, out + err
+    assert f"sets {key} = 7, which conflicts with {option} {value}" in out + err
+    code, out, err = _run_gate([str(toml), option, "7", "--gate", "nosuch"], capsys)
+    assert "conflicts with" not in out + err and "names no gate" in out + err  # agreeing: fine

@@ -156,11 +156,12 @@ def as_typed(*options: str) -> Iterator[None]:
     """Re-raise a parameter error of the library code behind a command so that it starts
     with what the user typed (``--attacks 'pgd(steps=-1)': The 'steps' parameter of PGD
     must be ...``): the message names the option, then the detail."""
+    from robustness.checkpoint import CheckpointError
     from robustness.core.validation import ParameterError
 
     try:
         yield
-    except ParameterError as e:
+    except (ParameterError, CheckpointError) as e:
         raise type(e)(f"{' '.join(o for o in options if o)}: {e}") from None
 
 

@@ -79,9 +79,11 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
     if args.source_model is not None:
         from robustness.model_source import load_model, probe
 
-        src = load_model(str(args.source_model), owner="robustness evaluate",
-                         option="--source-model")
-        probe(src, data.x_test, data.num_classes, owner="robustness evaluate")
+        with as_typed(f"--source-model {args.source_model}"):
+            src = load_model(str(args.source_model), owner="robustness evaluate",
+                             option="--source-model")
+        probe(src, data.x_test, data.num_classes, owner="robustness evaluate",
+              option="--source-model")
         source = src.model
     n = test_images(args, data, "evaluate")
     meta = loaded.meta

@@ -51,7 +51,7 @@ def _fool(args: argparse.Namespace, out: Path) -> int:
 
     from attacks.fooling import FoolingImages
     from reports.figures import fooling_grid
-    from robustness.cli.common import as_typed, load_model_and_data
+    from robustness.cli.common import as_options, load_model_and_data
     from robustness.core.io import write_json, write_tensors
 
     loaded, _ = load_model_and_data(args, "fool", need_data=False)
@@ -62,13 +62,13 @@ def _fool(args: argparse.Namespace, out: Path) -> int:
                       "(fooling images need the input shape the model was trained on, which "
                       "plain weights do not record)", str(args.weights), raw=True)
     model, meta = loaded.model, loaded.meta
-    with as_typed("robustness fool options (--classes, --population, --generations, "
-                  "--target-confidence, --encoding)"):
+    with as_options("FoolingImages", "robustness fool", ("classes", "population",
+                    "generations", "target_confidence", "encoding", "seed")):
         search = FoolingImages(classes=args.classes, population=args.population,
                                generations=args.generations,
                                target_confidence=args.target_confidence,
                                encoding=args.encoding, seed=args.seed)
-    result = search.generate(model, tuple(meta.input_shape))
+        result = search.generate(model, tuple(meta.input_shape))  # checks classes vs model
     names = list(meta.classes) if meta.classes else None
     summary = {**result.summary(), "search": repr(search), "checkpoint": str(args.model),
                "model": loaded.info}

@@ -57,11 +57,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, out: Path) -> int:
     import time
+    from dataclasses import replace
 
-    from robustness.checkpoint import CheckpointMeta, save_checkpoint
+    from robustness.checkpoint import CheckpointMeta, meta_problem, save_checkpoint
     from robustness.core.io import write_json
     from robustness.core.provenance import library_versions
-    from robustness.core.validation import check_float
+    from robustness.core.validation import check_float, invalid
     from robustness.models import build_model
     from robustness.train import accuracy, attack_hook, train
 
@@ -75,6 +76,14 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         adversary = attack_hook(FGSM(eps=eps))
     with as_typed(f"--model {args.model}", f"--data {args.data!r}"):
         model = build_model(args.model, data.input_shape, data.num_classes, seed=args.seed)
+    meta = CheckpointMeta(architecture=args.model, input_shape=data.input_shape,
+                          num_classes=data.num_classes, classes=data.classes, dataset=data.name,
+                          seed=args.seed,
+                          extra={"epochs": args.epochs, "adversarial_eps": args.adversarial_eps})
+    problem = meta_problem(meta)  # known before training, not after it
+    if problem:
+        raise invalid("robustness train", "--data", "images and classes a checkpoint can "
+                      "record", f"{args.data!r}: {problem}", raw=True)
     start = time.perf_counter()
     with as_typed(f"--epochs {args.epochs}", f"--batch-size {args.batch_size}",
                   f"--lr {args.lr:g}"):
@@ -84,10 +93,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
                         description=args.model)
     seconds = time.perf_counter() - start
     acc = accuracy(model, data.x_test, data.y_test)
-    meta = CheckpointMeta(architecture=args.model, input_shape=data.input_shape,
-                          num_classes=data.num_classes, classes=data.classes, dataset=data.name,
-                          seed=args.seed, accuracy=acc,
-                          extra={"epochs": args.epochs, "adversarial_eps": args.adversarial_eps})
+    meta = replace(meta, accuracy=acc)
     save_checkpoint(model, out / "model.safetensors", meta)
     write_json(out / "train.json", {
         "test_accuracy": acc, "train_seconds": seconds, "history": history.to_dict(),

@@ -134,8 +134,9 @@ def plan(attacks: Sequence[AttackSpecLike], eps: Sequence[float], *, n_attacked:
     if len(set(labels)) != len(labels):
         raise invalid(OWNER, "attacks", "a list without duplicates", labels)
     bounded = {s.label: s.bounded(seed=seed) for s in specs}
-    for s in specs:
-        s.build(eps_values[0] if bounded[s.label] else None, seed=seed)
+    for s in specs:  # at every budget: eps 1e308 is refused here, not mid-run
+        for e in (eps_values if bounded[s.label] else (None,)):
+            s.build(e, seed=seed)
     shards = [(i, min(i + shard_size, n_attacked)) for i in range(0, n_attacked, shard_size)]
     tasks = tuple(Task(s, e, start, stop) for s in specs
                   for e in (eps_values if bounded[s.label] else (None,))

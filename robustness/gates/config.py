@@ -396,6 +396,16 @@ def load_gate_file(path: Path, *, budget: str | None = None, n: int | None = Non
             raise GateConfigError(f"--gate {unknown[0]!r} names no gate in {path}; gates: "
                                   f"{', '.join(names)}.")
         gates = [g for g in gates if g.name in only]
+    # An override that a gate's own value would silently beat is a conflict: name both.
+    overrides = {"budget": budget, "n": n, "seed": seed}
+    for table in tables:
+        if only and table.get("name") not in only:
+            continue
+        for key, value in overrides.items():
+            if value is not None and key in table and table[key] != value:
+                raise GateConfigError(
+                    f"{path} [[gate]] {table.get('name')!r} sets {key} = {table[key]!r}, which "
+                    f"conflicts with --{key} {value}: remove one of them.")
     return GateFile(path=path, gates=gates, baseline=baseline)
 
 
