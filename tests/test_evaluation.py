@@ -248,8 +248,10 @@ def test_package_level_entry_points() -> None:
     ({"attacks": "fgsm"}, r"'attacks' parameter of evaluate must be a list of attack specs"),
     ({"attacks": ["nope"]}, r"'spec' parameter of make_attack must be one of"),
     ({"eps": []}, r"'eps' parameter of evaluate must be a non-empty list"),
-    ({"eps": [-0.1]}, r"'eps' parameter of evaluate must be a finite float in the range \[0"),
-    ({"eps": [float("nan")]}, r"'eps' parameter of evaluate must be a finite float"),
+    ({"eps": [-0.1]}, r"'eps' parameter of evaluate must be a finite budget > 0"),
+    ({"eps": [0.0, 0.1]}, r"'eps' parameter of evaluate must be a finite budget > 0 \(eps 0 is "
+                          r"no attack"),
+    ({"eps": [float("nan")]}, r"'eps' parameter of evaluate must be a finite budget"),
     ({"data": (torch.rand(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64))},
      r"non-empty batch"),
     ({"data": (torch.rand(4, 1, 28, 28), torch.zeros(3, dtype=torch.int64))},

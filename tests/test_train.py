@@ -83,7 +83,7 @@ def test_adversarial_training_perturbs_inputs_the_model_gets_wrong(digits: Datas
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"epochs": 0}, r"'epochs' parameter of train must be an int in the range \[1, inf\)"),
+    ({"epochs": 0}, r"'epochs' parameter of train must be an int in the range \[1, 1000000\]"),
     ({"batch_size": -3}, r"'batch_size' parameter of train"),
     ({"lr": float("nan")}, r"'lr' parameter of train must be a finite float"),
     ({"adversarial_weight": 1.5}, r"'adversarial_weight' parameter of train"),
