@@ -83,8 +83,10 @@ class Probabilities(nn.Module):
 
 @pytest.fixture(scope="module")
 def undefended_report(trained_convnet: nn.Module, mnist: Dataset) -> RobustnessReport:
+    # eps 0.2 and 0.3: the genetic attack spends its whole budget on every sample it cannot
+    # break; at eps 0.1 that was 95 of 116 (68 s), at 0.2 it is 36 of 116 (36 s).
     return evaluate(trained_convnet, mnist, ["fgsm", "pgd(steps=20)", GENETIC],
-                    [0.1, 0.3], n=N, seed=0)
+                    [0.2, 0.3], n=N, seed=0)
 
 
 def test_undefended_convnet_is_not_flagged(undefended_report: RobustnessReport) -> None:
@@ -93,7 +95,7 @@ def test_undefended_convnet_is_not_flagged(undefended_report: RobustnessReport) 
     assert report.clean_accuracy > 0.9
     # PGD-20 at 0.3 breaks an undefended MNIST ConvNet almost completely.
     assert report.result("pgd(steps=20)", 0.3).robust_accuracy <= 0.05
-    assert report.result("fgsm", 0.1).robust_accuracy > report.result("fgsm", 0.3).robust_accuracy
+    assert report.result("fgsm", 0.2).robust_accuracy > report.result("fgsm", 0.3).robust_accuracy
     kinds = {r.attack: r.threat_model for r in report.results}
     assert kinds == {"fgsm": "white-box", "pgd(steps=20)": "white-box", GENETIC: "black-box"}
 

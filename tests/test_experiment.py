@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from ensembles.experiment import _published, verdicts
 from ensembles.results import ExperimentResult, ResultsSchemaError
 from robustness.cli import main
+from robustness.data import Dataset
 from robustness.core.stats import sign_test
 
 
@@ -56,13 +58,23 @@ def test_published_numbers_sit_beside_the_matching_rows() -> None:
     assert _published("uniform", 10, "max", False) is None
 
 
-TINY = ["experiment", "ensembles", "--data", "mnist", "--members", "1,2", "--samplings",
+TINY = ["experiment", "ensembles", "--members", "1,2", "--samplings",
         "uniform,bootstrap", "--n", "60", "--n-adaptive", "20", "--n-genetic", "10",
         "--generations", "5", "--pgd-steps", "5", "--epochs", "1", "--precision", "fp32"]
 
 
-def _tiny_run(out: Path) -> dict[str, Any]:
-    assert main([*TINY, "--out", str(out)]) == 0
+@pytest.fixture(scope="module")
+def small_mnist(mnist: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1,000 training and 200 test images of `mnist` as an `.npz` dataset: the six models of
+    a tiny run train in a quarter of the time, through the same code as `--data mnist`."""
+    path = tmp_path_factory.mktemp("small-mnist") / "mnist-1000.npz"
+    np.savez(path, x=mnist.x_train[:1000].numpy(), y=mnist.y_train[:1000].numpy(),
+             x_test=mnist.x_test[:200].numpy(), y_test=mnist.y_test[:200].numpy())
+    return path
+
+
+def _tiny_run(out: Path, data: Path) -> dict[str, Any]:
+    assert main([*TINY, "--data", str(data), "--out", str(out)]) == 0
     result: dict[str, Any] = json.loads((out / "results.json").read_text())
     return result
 
@@ -81,10 +93,10 @@ def test_the_original_recipe_is_the_original_codes() -> None:
         ExperimentConfig(recipe="cleverhans")
 
 
-def test_a_tiny_experiment_runs_end_to_end(tmp_path: Path,
+def test_a_tiny_experiment_runs_end_to_end(tmp_path: Path, small_mnist: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert main([*TINY, "--out", str(out)]) == 0
+    assert main([*TINY, "--data", str(small_mnist), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "results.json").read_text())
     rows = result["ensembles"]
@@ -126,7 +138,7 @@ def test_a_tiny_experiment_runs_end_to_end(tmp_path: Path,
     assert result["published"]["eps"]["adv_own_fgsm"] == 0.3
     aspects = {d["aspect"]: d["here"] for d in result["published"]["differences"]}
     assert set(aspects) == {"data", "training recipe", "budgets", "attacks", "ensembles"}
-    assert "4,000 training / 1,000 test" in aspects["data"] and "idx:DIR" in aspects["data"]
+    assert "1,000 training / 200 test" in aspects["data"] and "idx:DIR" in aspects["data"]
     md = (out / "results.md").read_text()
     assert "a re-measurement, not a reproduction" in md and "| published eps |" in md
     loaded = ExperimentResult.load(out)  # validates against the JSON schema
@@ -147,7 +159,7 @@ def test_a_tiny_experiment_runs_end_to_end(tmp_path: Path,
     # Its members evaluate like any model: the directory is a --model.
     member_dir = out / "members" / "uniform"
     assert main(["evaluate", "--model", str(member_dir), "--aggregation", "max", "--data",
-                 TINY[TINY.index("--data") + 1], "--attacks", "fgsm", "--eps", "0.1", "--n",
+                 str(small_mnist), "--attacks", "fgsm", "--eps", "0.1", "--n",
                  "20", "--no-checks", "--out", str(tmp_path / "ens-eval")]) == 0
     # A fresh directory: everything was trained in this run, nothing reused.
     assert result["resumed"] == {"baseline": False, "adversarially_trained": False,
@@ -156,9 +168,10 @@ def test_a_tiny_experiment_runs_end_to_end(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_a_second_run_reuses_every_model_and_gives_the_same_numbers(tmp_path: Path) -> None:
-    first = _tiny_run(tmp_path / "run")
-    again = _tiny_run(tmp_path / "run")
+def test_a_second_run_reuses_every_model_and_gives_the_same_numbers(tmp_path: Path,
+                                                                    small_mnist: Path) -> None:
+    first = _tiny_run(tmp_path / "run", small_mnist)
+    again = _tiny_run(tmp_path / "run", small_mnist)
     assert again["resumed"] == {"baseline": True, "adversarially_trained": True,
                                 "members": {"uniform": [True, True], "bootstrap": [True, True]}}
     assert [r["transfer"] for r in again["ensembles"]] == \
