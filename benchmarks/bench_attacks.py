@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import cpu_features, machine_line
 from torch import nn
 from torch.nn import functional as F
 
@@ -232,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     load = os.getloadavg()[0]
-    print(f"torch {torch.__version__}, {threads} threads, load average {load:.2f}")
-    if load > 0.5:
-        print("warning: the machine is busy; timings (and ratios) will be noisy")
+    print(machine_line())
 
     data = load_dataset("mnist")
     model = build_model("convnet", data.input_shape, data.num_classes, seed=0)
@@ -271,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {
         "torch": torch.__version__, "threads": threads, "load_average": load, "batch": BATCH,
+        "cpu": cpu_features(),
         "eps": EPS, "step_size": STEP, "steps": STEPS, "floor_s": floor,
         "fgsm_floor_s": fgsm_floor,
         "pgd10": [asdict(r) for r in pgd], "fgsm": [asdict(r) for r in fgsm],

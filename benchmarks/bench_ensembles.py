@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from bench_attacks import floor_step, interleaved_medians
+from machine import cpu_features, machine_line
 from torch import nn
 from torch.func import functional_call, stack_module_state
 from torch.nn import functional as F
@@ -84,10 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     load = os.getloadavg()[0]
     precision = default_precision()
-    print(f"torch {torch.__version__}, {threads} threads, load average {load:.2f}, "
-          f"ensemble training precision {precision}")
-    if load > 0.5:
-        print("warning: the machine is busy; timings (and ratios) will be noisy")
+    print(machine_line())
+    print(f"ensemble training precision {precision}")
     data = load_dataset("mnist")
     shape, k = data.input_shape, data.num_classes
 
@@ -162,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "members": n, "epochs": args.epochs, "load_average": load, "precision": precision,
+        "cpu": cpu_features(),
         "training": {"single_x_n_s": single_train, "ensemble_s": ensemble_train,
                      "ratio": train_ratio, "target": TARGET, "met": train_ratio <= TARGET},
         "inference": {**times, "predict_ratio": predict_ratio, "grad_ratio": grad_ratio},

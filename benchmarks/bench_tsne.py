@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import cpu_features, machine_line
 
 from attacks.gradient import FGSM
 from reports.tsne import tsne
@@ -36,23 +36,6 @@ from robustness.data import load_dataset
 from robustness.embed import features
 from robustness.models import build_model
 from robustness.train import train
-
-
-def cpu_features() -> str:
-    """The SIMD/matrix features this run had (speed differs between AVX2 and AMX CPUs)."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    have = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-            if f in flags]
-    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
-    return f"{platform.processor() or platform.machine()}; flags {' '.join(have) or 'none'}; " \
-           f"torch capability {capability}"
 
 
 def exact_kl(x: np.ndarray, y: np.ndarray, perplexity: float = 30.0) -> float:
@@ -82,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threads = os.cpu_count() or 1
     load = os.getloadavg()[0]
-    print(f"torch {torch.__version__}, {threads} CPUs, load average {load:.2f}; {cpu_features()}")
-    if load > 0.5:
-        print("warning: the machine is busy; timings (and ratios) will be noisy")
+    print(machine_line())
 
     data = load_dataset("mnist")
     model = build_model("convnet", data.input_shape, data.num_classes, seed=0)

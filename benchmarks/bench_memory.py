@@ -1,0 +1,120 @@
+"""Is the peak memory of ``evaluate()`` bounded by the batch size, not by the number of images?
+
+Run as ``python benchmarks/bench_memory.py [--out runs/bench/memory.json]`` (a few minutes
+on 2 cores). Each measurement runs in a fresh subprocess, so one run's freed memory cannot
+hide another's peak: it loads the images and a briefly trained reference ConvNet, runs
+one warm-up batch, resets the kernel's peak resident set (``/proc/self/clear_refs``) and
+records the current one, then runs ``evaluate()`` with FGSM and PGD-5 at eps 0.1 (the
+sanity checks on) and reads the peak (VmHWM). The number reported is peak - baseline:
+what the evaluation itself added.
+
+Target (issue 16): at a fixed batch size the added memory stays flat from 1,000 to 10,000
+images, and it grows with the batch size instead. The images themselves (10,000 x 28 x 28
+float32 = 31 MB) are loaded before the baseline: they are the input, not the evaluation's
+cost.
+
+Data: Fashion-MNIST's 10,000 test images when ``/usr/share/datasets/fashion-mnist`` is
+there (Debian's ``dataset-fashion-mnist``), else the 5,000 ``mnist`` images repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from machine import machine_line
+
+CHILD = "--child"
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of this process from /proc/self/status (VmRSS, VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field} (this benchmark needs Linux)")
+
+
+def _reset_peak() -> None:
+    """Reset the peak resident set (VmHWM) to the current one (Linux >= 4.0), so that the
+    peak of data loading and training does not count as the evaluation's."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    from robustness.data import FASHION_MNIST_DIR, load_dataset
+
+    if FASHION_MNIST_DIR.is_dir():
+        d = load_dataset("fashion-mnist")
+        return d.x_train[:5000], d.y_train[:5000], d.x_test, d.y_test, "fashion-mnist"
+    d = load_dataset("mnist")
+    x = torch.cat([d.x_train, d.x_test])
+    y = torch.cat([d.y_train, d.y_test])
+    return d.x_train, d.y_train, x.repeat(2, 1, 1, 1), y.repeat(2), "mnist x2"
+
+
+def child(n: int, batch: int) -> dict[str, Any]:
+    """One measurement (runs in its own process)."""
+    from robustness.evaluation import evaluate
+    from robustness.models import build_model
+    from robustness.train import train
+
+    x_train, y_train, x, y, name = _data()
+    model = build_model("convnet", (1, 28, 28), 10, seed=0)
+    train(model, x_train, y_train, epochs=1, seed=0, progress=False)
+    model.eval()
+    x, y = x[:n].clone(), y[:n].clone()
+    evaluate(model, (x[:batch], y[:batch]), ["fgsm", "pgd(steps=5)"], [0.1], batch_size=batch,
+             checks=False)  # warm-up: allocator pools and kernels exist before the baseline
+    _reset_peak()
+    base = _status_mib("VmRSS")
+    report = evaluate(model, (x, y), ["fgsm", "pgd(steps=5)"], [0.1], batch_size=batch)
+    peak = _status_mib("VmHWM")
+    return {"n": n, "batch": batch, "data": name, "baseline_mib": base,
+            "peak_mib": peak, "added_mib": peak - base,
+            "attacked": report.results[0].n_attacked, "clean": report.clean_accuracy}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/memory.json"))
+    args = parser.parse_args(argv)
+    print(machine_line())
+    runs = [(1000, 500), (4000, 500), (10000, 500), (10000, 100), (10000, 2000)]
+    rows = []
+    for n, batch in runs:
+        done = subprocess.run([sys.executable, __file__, CHILD, str(n), str(batch)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"  n {n:>6}  batch {batch:>5}: baseline {row['baseline_mib']:7.1f} MiB, peak "
+              f"{row['peak_mib']:7.1f} MiB, added {row['added_mib']:6.1f} MiB "
+              f"({row['attacked']} attacked, {row['data']})", flush=True)
+    by = {(r["n"], r["batch"]): r["added_mib"] for r in rows}
+    growth = by[(10000, 500)] - by[(1000, 500)]
+    print(f"\nadded memory at batch 500: {by[(1000, 500)]:.1f} MiB for 1,000 images, "
+          f"{by[(10000, 500)]:.1f} MiB for 10,000 ({growth:+.1f} MiB for 9,000 more images; "
+          f"target: flat, i.e. well below the {9000 * 784 * 4 / 2**20:.0f} MiB those images "
+          f"occupy)")
+    print(f"at 10,000 images: batch 100 {by[(10000, 100)]:.1f} MiB, batch 500 "
+          f"{by[(10000, 500)]:.1f} MiB, batch 2000 {by[(10000, 2000)]:.1f} MiB "
+          f"(target: grows with the batch)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine_line(), "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == CHILD:
+        print(json.dumps(child(int(sys.argv[2]), int(sys.argv[3]))))
+        sys.exit(0)
+    sys.exit(main())
