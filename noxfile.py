@@ -72,8 +72,8 @@ def bench(session: nox.Session) -> None:
     """Speed benchmarks, each printing ratios against its peers measured in the same run.
 
     ``benchmarks/bench_*.py``: attacks against torchattacks / foolbox, ensembles against
-    N x one member, t-SNE against scikit-learn, the collection app under load. Pass a
-    script name to run only that one: ``nox -s bench -- attacks``.
+    N x one member, t-SNE against scikit-learn, the collection app under load, evaluate()'s
+    peak memory. Pass a script name to run only that one: ``nox -s bench -- attacks``.
     """
     install(session, "collect")  # bench_collect serves the web app
     session.install(ART)  # a peer for the attack benchmark; needs neither torch nor torchvision
