@@ -14,8 +14,8 @@ import torch
 from ensembles.experiment import _published, verdicts
 from ensembles.results import ExperimentResult, ResultsSchemaError
 from robustness.cli import main
-from robustness.data import Dataset
 from robustness.core.stats import sign_test
+from robustness.data import Dataset
 
 
 def test_sign_test_matches_the_binomial_distribution() -> None:
