@@ -25,7 +25,7 @@ from torch import nn
 
 from robustness.core.io import atomic_write
 from robustness.core.provenance import library_versions
-from robustness.core.validation import ParameterError, invalid
+from robustness.core.validation import SEED_MAX, ParameterError, invalid
 from robustness.models import MODELS, build_model
 
 FORMAT = "robustness-checkpoint"
@@ -223,8 +223,8 @@ def meta_problem(meta: CheckpointMeta) -> str:
         return (f"dataset '{meta.dataset}' has images of shape {known[0]} in {known[1]} "
                 f"classes, the metadata declares input shape {tuple(shape)} and "
                 f"{meta.num_classes} classes")
-    if meta.seed is not None and not 0 <= meta.seed <= 2**32 - 1:  # numpy's seed range
-        return f"seed {meta.seed} (expected an int in [0, {2**32 - 1}])"
+    if meta.seed is not None and not 0 <= meta.seed <= SEED_MAX:
+        return f"seed {meta.seed} (expected an int in [0, {SEED_MAX}])"
     if meta.classes and len(meta.classes) != meta.num_classes:
         return (f"{len(meta.classes)} class names for num_classes {meta.num_classes} (one name "
                 f"per class, or none)")

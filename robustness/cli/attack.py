@@ -75,9 +75,8 @@ def _attack(args: argparse.Namespace, out: Path) -> int:
     if "eps" not in kwargs and attack.eps is not None:
         raise invalid("robustness attack", "--eps", f"given: {args.attack} is a bounded attack "
                       f"(its budget in the {attack.norm} norm)", None)
-    if attack.eps is not None and attack.eps <= 0:
-        raise invalid("robustness attack", "--eps" if args.eps is not None else "--param eps",
-                      EPS_EXPECTED, attack.eps)
+    if args.eps is None and attack.eps is not None and attack.eps <= 0:  # --eps is checked
+        raise invalid("robustness attack", "--param eps", EPS_EXPECTED, attack.eps)  # by argparse
 
     loaded, data = load_model_and_data(args, "attack")
     assert data is not None

@@ -10,6 +10,8 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 
+from robustness.core.validation import EPS_ZERO_REASON, SEED_MAX
+
 
 def _error(expected: str, got: str | float) -> argparse.ArgumentTypeError:
     """The one message shape: text that did not parse is quoted, a parsed value is not."""
@@ -37,7 +39,6 @@ def _int(text: str, low: int, expected: str, high: int | None = None) -> int:
     return value
 
 
-SEED_MAX = 2**32 - 1  # what every seeded library here (torch, numpy) accepts
 
 
 def seed(text: str) -> int:
@@ -108,8 +109,7 @@ def budget(text: str) -> float:
     """argparse type: a perturbation budget, a finite number > 0 (eps 0 is no attack)."""
     value = number(text)
     if not value > 0.0:  # also 1e-400, which parses to 0.0
-        raise _error("a budget > 0 (eps 0 is no attack; clean accuracy is reported anyway)",
-                     text)
+        raise _error(f"a budget > 0 ({EPS_ZERO_REASON})", text)
     return value
 
 
@@ -117,8 +117,8 @@ def budget_list(text: str) -> list[float]:
     """argparse type: comma-separated budgets > 0, e.g. ``0.1,0.2,0.3``."""
     values = number_list(text)
     if not all(v > 0.0 for v in values):
-        raise _error("comma-separated budgets > 0 such as 0.1,0.2,0.3 (eps 0 is no attack; "
-                     "clean accuracy is reported anyway)", text)
+        raise _error(f"comma-separated budgets > 0 such as 0.1,0.2,0.3 ({EPS_ZERO_REASON})",
+                     text)
     return values
 
 

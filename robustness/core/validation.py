@@ -92,7 +92,9 @@ def invalid(owner: str, name: str, expected: str, got: Any, *, raw: bool = False
 
 # What a budget must be where a run measures robustness: eps 0 is no attack, and the
 # "robust accuracy" it would report is the clean accuracy every report already has.
-EPS_EXPECTED: Final = "a finite budget > 0 (eps 0 is no attack; clean accuracy is reported anyway)"
+EPS_ZERO_REASON: Final = "eps 0 is no attack; clean accuracy is reported anyway"
+EPS_EXPECTED: Final = f"a finite budget > 0 ({EPS_ZERO_REASON})"
+SEED_MAX: Final = 2**32 - 1  # what every seeded library here (torch, numpy) accepts
 
 # Upper bounds on counts a user types. Beyond them a run takes days or exhausts memory on
 # any machine, so the value is a typo (steps=10**12), never a budget: refuse it up front.
