@@ -1,4 +1,4 @@
-"""Sessions: tests (default), e2e (slow end-to-end checks), lint, typecheck, demo, bench.
+"""Sessions: tests (default), e2e (slow end-to-end checks), ray, lint, typecheck, demo, bench.
 
 Each session installs what it needs into its own virtualenv. Install order matters:
 torch first (`torch==2.13.0` is the CPU build on this project's machines; any other
@@ -33,7 +33,7 @@ def install(session: nox.Session, *extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """The default test suite (fast; slow end-to-end checks excluded)."""
     install(session, "test")
-    session.run("pytest", "-m", "not slow", "--durations=20", *session.posargs)
+    session.run("pytest", "-m", "not slow and not ray", "--durations=20", *session.posargs)
 
 
 @nox.session
@@ -41,6 +41,13 @@ def e2e(session: nox.Session) -> None:
     """Slow end-to-end checks: full training runs and accuracy targets."""
     install(session, "test")
     session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def ray(session: nox.Session) -> None:
+    """The Ray backend's tests, on a local Ray instance limited to this machine's CPUs."""
+    install(session, "test", "ray")
+    session.run("pytest", "-m", "ray", "--durations=10", *session.posargs)
 
 
 @nox.session
@@ -75,7 +82,7 @@ def bench(session: nox.Session) -> None:
     N x one member, t-SNE against scikit-learn, the collection app under load, evaluate()'s
     peak memory. Pass a script name to run only that one: ``nox -s bench -- attacks``.
     """
-    install(session, "collect")  # bench_collect serves the web app
+    install(session, "collect", "ray")  # bench_collect serves the web app; bench_ray
     session.install(ART)  # a peer for the attack benchmark; needs neither torch nor torchvision
     session.install("httpx2>=2")  # bench_collect's HTTP clients
     found = sorted(Path("benchmarks").glob("bench_*.py"))

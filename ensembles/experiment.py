@@ -55,6 +55,7 @@ from ensembles.results import ExperimentResult
 from ensembles.sampling import PLANS
 from reports.markdown import experiment_markdown
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from robustness.core.backend import Backend, get_backend
 from robustness.core.io import RUN_MARKER, write_json, write_tensors, write_text
 from robustness.core.provenance import library_versions
 from robustness.core.stats import sign_test, wilson_interval
@@ -233,11 +234,23 @@ def _single_model(name: str, out: Path, data: Dataset, cfg: ExperimentConfig,
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | None = None,
                    echo: Callable[[str], None] = print, progress: bool = False,
-                   ) -> dict[str, Any]:
+                   backend: str | Backend = "local") -> dict[str, Any]:
     """Run the whole experiment; write ``results.json`` and ``results.md`` into ``out_dir``.
 
+    ``backend`` trains the ensemble members: ``"local"``, ``"ray"`` (one Ray task per
+    member) or a :class:`~robustness.core.backend.Backend`; everything else runs here.
     Returns the JSON document (see :func:`render_markdown` for the table).
     """
+    runner = get_backend(backend, owner="run_experiment")  # Ray missing: before any work
+    try:
+        return _run(cfg, out_dir, root, echo, progress, runner)
+    finally:
+        if not isinstance(backend, Backend):
+            runner.close()
+
+
+def _run(cfg: ExperimentConfig, out_dir: str | Path, root: str | None,
+         echo: Callable[[str], None], progress: bool, runner: Backend) -> dict[str, Any]:
     start = time.perf_counter()
     data = load_dataset(cfg.data, root=root, seed=cfg.seed)  # fails before anything is written
     try:
@@ -312,7 +325,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
         echo(f"members: training {largest} ({sampling})")
         trained = train_members(data, largest, plan=sampling, seed=cfg.seed, epochs=cfg.epochs,
                                 precision=cfg.precision, out_dir=out / "members" / sampling,
-                                progress=progress)
+                                progress=progress, backend=runner)
         timings[f"train_{sampling}"] = time.perf_counter() - t
         resumed["members"][sampling] = [bool(e["resumed"]) for e in trained.training_log]
         t = time.perf_counter()
@@ -386,6 +399,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
         "resumed": resumed,
         "seconds": round(time.perf_counter() - start, 1),
         "versions": library_versions(),
+        "backend": runner.describe(),
     }
     ExperimentResult.from_dict(result)  # the schema, checked before anything is written
     write_json(out / "results.json", result)

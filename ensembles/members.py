@@ -1,6 +1,7 @@
-"""Training ensemble members: fast, seeded, and resumable from a run directory.
+"""Training ensemble members: fast, seeded, resumable, in this process or on Ray.
 
-Layout. Members are trained one after another in a plain loop, each in
+Layout. Each member is one task of a :mod:`robustness.core.backend`: locally they are
+trained one after another; with ``backend="ray"`` one Ray task per member. Each is trained in
 ``channels_last`` memory format and, on CPUs with AMX, with bfloat16 autocast.
 ``benchmarks/bench_ensembles.py`` measures the alternatives on the machine at hand:
 stacking members with ``torch.func.vmap`` (or grouped convolutions) was slower than
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from ensembles.ensemble import Ensemble
 from ensembles.sampling import SamplingPlan, member_seeds
 from robustness.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from robustness.core.backend import Backend, get_backend
 from robustness.core.io import write_json
 from robustness.core.validation import (
     MAX_ITERATIONS,
@@ -109,6 +111,7 @@ def train_members(
     out_dir: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
     progress: bool = True,
+    backend: str | Backend = "local",
 ) -> Ensemble:
     """Train (or resume) ``n_members`` members and return them as an :class:`Ensemble`.
 
@@ -139,6 +142,13 @@ def train_members(
         K; default ``max(y) + 1`` for tensor pairs, the dataset's for a Dataset.
     progress
         Progress bar over members on stderr.
+    backend
+        ``"local"`` (this process, one member after another), ``"ray"`` (one Ray task per
+        member, on a local Ray instance or the cluster of ``RAY_ADDRESS``) or a
+        :class:`~robustness.core.backend.Backend` such as ``RayBackend(RayOptions(
+        address=..., cpus_per_task=2))``. Members are the same on either, bit for bit, when
+        the local process uses as many torch threads as a Ray task (see
+        :mod:`robustness.core.backend`); the driver saves each member as it arrives.
 
     Returns
     -------
@@ -161,35 +171,54 @@ def train_members(
     build_model(architecture, input_shape, k, seed=0)  # validates name and shape up front
     config = MemberConfig(architecture, sampling, seed, epochs, batch_size, lr, precision,
                           data_digest(x, y))
-    if out_dir is not None:
-        _claim(Path(out_dir), config)
+    runner = get_backend(backend, owner=owner)  # before anything is written
+    try:
+        if out_dir is not None:
+            _claim(Path(out_dir), config)
+        return _train(runner, config, n_members, x, y, input_shape, k, aggregation, out_dir,
+                      progress)
+    finally:
+        if not isinstance(backend, Backend):  # started here (a local Ray), so stopped here
+            runner.close()
 
+
+def _train(runner: Backend, config: MemberConfig, n_members: int, x: torch.Tensor,
+           y: torch.Tensor, input_shape: tuple[int, int, int], k: int, aggregation: str,
+           out_dir: str | os.PathLike[str] | None, progress: bool) -> Ensemble:
     x_fast = x.contiguous(memory_format=torch.channels_last)
-    members: list[nn.Module] = []
-    log: list[dict[str, Any]] = []
-    bar = tqdm(range(n_members), desc=f"members ({sampling.kind})", unit="member",
-               disable=None if progress else True)  # None: only on a TTY
-    for i in bar:
+    members: dict[int, nn.Module] = {}
+    log: dict[int, dict[str, Any]] = {}
+    for i in range(n_members):  # the run directory first: finished members are not redone
         path = member_path(out_dir, i) if out_dir is not None else None
         if path is not None and path.exists():
             model, meta = load_checkpoint(path)
             if meta.extra.get("config") != config.to_dict() or meta.extra.get("member") != i:
                 raise EnsembleResumeError(f"{path} was not trained with this configuration; "
                                           "use another out_dir or delete it.")
-            log.append({**meta.extra["log"], "resumed": True})
-        else:
-            model, entry = _train_one(i, config, x_fast, y, input_shape, k)
-            log.append({**entry, "resumed": False})
-            if path is not None:
-                save_checkpoint(model, path, CheckpointMeta(
-                    architecture=architecture, input_shape=input_shape, num_classes=k,
-                    seed=seed, extra={"member": i, "config": config.to_dict(), "log": entry}))
-        members.append(model.eval())
-        bar.set_postfix(loss=f"{log[-1]['final_loss']:.3f}")
-    ensemble = Ensemble(members, aggregation, input_shape=input_shape, channels_last=True)
-    ensemble.plan = sampling
-    ensemble.seed = seed
-    ensemble.training_log = log
+            members[i] = model.eval()
+            log[i] = {**meta.extra["log"], "resumed": True}
+    missing = [i for i in range(n_members) if i not in members]
+    bar = tqdm(total=n_members, initial=n_members - len(missing), unit="member",
+               desc=f"members ({config.plan.kind}, {runner.name})",
+               disable=None if progress else True)  # None: only on a TTY
+    # The data goes to the workers once (Ray's object store), not with every member.
+    shared = {"config": config, "x": x_fast, "y": y, "input_shape": input_shape, "k": k}
+    for pos, (model, entry) in runner.run(_member_task, missing, shared):
+        i = missing[pos]
+        if out_dir is not None:  # saved as it arrives: a crashed driver resumes from here
+            save_checkpoint(model, member_path(out_dir, i), CheckpointMeta(
+                architecture=config.architecture, input_shape=input_shape, num_classes=k,
+                seed=config.seed, extra={"member": i, "config": config.to_dict(), "log": entry}))
+        members[i] = model.eval()
+        log[i] = {**entry, "resumed": False}
+        bar.update(1)
+        bar.set_postfix(loss=f"{entry['final_loss']:.3f}")
+    bar.close()
+    ordered = [members[i] for i in range(n_members)]
+    ensemble = Ensemble(ordered, aggregation, input_shape=input_shape, channels_last=True)
+    ensemble.plan = config.plan
+    ensemble.seed = config.seed
+    ensemble.training_log = [log[i] for i in range(n_members)]
     return ensemble.eval()
 
 
@@ -250,8 +279,10 @@ def _claim(root: Path, config: MemberConfig) -> None:
     write_json(manifest, config.to_dict())
 
 
-def _train_one(i: int, config: MemberConfig, x: torch.Tensor, y: torch.Tensor,
-               input_shape: tuple[int, int, int], k: int) -> tuple[nn.Module, dict[str, Any]]:
+def _member_task(i: int, *, config: MemberConfig, x: torch.Tensor, y: torch.Tensor,
+                 input_shape: tuple[int, int, int], k: int) -> tuple[nn.Module, dict[str, Any]]:
+    """Train member ``i``: a pure function of ``(config, i)`` and the data, so it runs
+    the same in this process or on a Ray worker."""
     seeds = member_seeds(config.seed, i)
     idx = config.plan.indices(x.shape[0], seeds.sample)
     model = build_model(config.architecture, input_shape, k, seed=seeds.init)
@@ -263,5 +294,6 @@ def _train_one(i: int, config: MemberConfig, x: torch.Tensor, y: torch.Tensor,
     entry = {"member": i, "seconds": round(time.perf_counter() - start, 3),
              "sample_size": int(idx.numel()),
              "unique_fraction": round(int(idx.unique().numel()) / x.shape[0], 4),
-             "final_loss": history.loss[-1], "train_accuracy": history.train_accuracy[-1]}
+             "final_loss": history.loss[-1], "train_accuracy": history.train_accuracy[-1],
+             "threads": torch.get_num_threads()}
     return model, entry

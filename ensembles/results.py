@@ -8,7 +8,7 @@ version and validates against :data:`EXPERIMENT_SCHEMA` before it is written.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from robustness.core.io import read_json
@@ -95,6 +95,8 @@ EXPERIMENT_SCHEMA: dict[str, Any] = {
         "resumed": {"type": "object"},
         "seconds": {"type": "number", "minimum": 0},
         "versions": {"type": "object"},
+        # Optional (absent before the Ray backend): where the members were trained.
+        "backend": {"type": "object", "required": ["backend"]},
     },
 }
 
@@ -129,6 +131,7 @@ class ExperimentResult:
     resumed: dict[str, Any]
     seconds: float
     versions: dict[str, str]
+    backend: dict[str, Any] = field(default_factory=lambda: {"backend": "local"})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data, as written to ``results.json``."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from torch import nn
 
+from robustness.core.backend import LocalBackend
 from robustness.core.modes import eval_mode, predict
 from robustness.data import Dataset
 from robustness.evaluation import (
     RobustnessReport,
+    Task,
     evaluate,
     merge,
     plan,
@@ -100,3 +106,54 @@ def test_echo_prints_one_line_per_finished_run(trained_convnet: nn.Module, mnist
              batch_size=batch_size, echo=lines.append)
     assert len(lines) == 4  # one per (attack, eps), not one per shard
     assert all("fooled" in line for line in lines)
+
+
+class _Counting(LocalBackend):
+    """The local backend, recording which tasks it was asked to run; optionally stopping
+    (like a crashed driver) after ``stop_after`` of them."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.ran: list[Task] = []
+        self.stop_after = stop_after
+
+    def run(self, fn: Any, items: Any, shared: Any = None) -> Iterator[tuple[int, Any]]:
+        for i, result in super().run(fn, items, shared):
+            if self.stop_after is not None and len(self.ran) == self.stop_after:
+                raise KeyboardInterrupt
+            self.ran.append(items[i])
+            yield i, result
+
+
+def test_a_resumed_evaluation_redoes_no_finished_shard_and_gives_the_same_report(
+        trained_convnet: nn.Module, mnist: Dataset, report: RobustnessReport,
+        tmp_path: Path) -> None:
+    args = (trained_convnet, mnist, ATTACKS, [0.1, 0.2])
+    kwargs: dict[str, Any] = {"n": N, "seed": 0, "checks": False, "batch_size": SHARD,
+                              "resume_dir": tmp_path / "shards"}
+    crashed = _Counting(stop_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(*args, backend=crashed, **kwargs)
+    assert len(crashed.ran) == 5
+    lines: list[str] = []
+    resumed = _Counting()
+    again = evaluate(*args, backend=resumed, echo=lines.append, **kwargs)
+    total = 2 * 2 * -(-round(report.clean_accuracy * N) // SHARD)
+    assert len(resumed.ran) == total - 5  # only the missing tasks ran
+    def ids(tasks: list[Task]) -> set[tuple[str, float | None, int]]:
+        return {(t.spec.label, t.eps, t.start) for t in tasks}
+
+    assert not ids(resumed.ran) & ids(crashed.ran)
+    assert any(f"resumed 5 of {total} tasks" in line for line in lines)
+    assert again.to_dict()["worst_case"] == report.to_dict()["worst_case"]
+    assert [r.robust_samples for r in again.results] == [r.robust_samples for r in report.results]
+    # A different evaluation (another seed) shares nothing with it: all of it runs.
+    other = _Counting()
+    evaluate(*args, backend=other, **{**kwargs, "seed": 1})
+    assert len(other.ran) == total
+    # A damaged shard file is attacked again, not trusted.
+    (store,) = [p.parent for p in (tmp_path / "shards").glob("*/evaluation.json")
+                if json.loads(p.read_text())["seed"] == 0]
+    next(store.glob("task-*")).write_bytes(b"not a safetensors file")
+    redo = _Counting()
+    evaluate(*args, backend=redo, **kwargs)
+    assert len(redo.ran) == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from robustness.cli.common import add_seed_option, as_options
 from robustness.core.argtypes import count_or_all, number, positive_int
+from robustness.core.backend import add_backend_options
 
 _FIELDS = ("data", "rounds", "per_round", "source", "eps", "initial", "retrain", "eval_attack",
            "fooling_label", "epochs", "finetune_epochs", "heldout_fraction", "seed")
@@ -66,7 +67,7 @@ def add_dadc_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs of round 0 and of --retrain scratch (default: 6; --quick: 4)")
     p.add_argument("--finetune-epochs", type=positive_int, default=None,
-                   help="epochs of each fine-tuning round (default: 5; --quick: 2)")
+                   help="epochs of each fine-tuning round (default: 8; --quick: 2)")
     p.add_argument("--n-eval", type=count_or_all, default=argparse.SUPPRESS,
                    help="test images evaluated per round, or 'all' (default: 1000; --quick: "
                         "300)")
@@ -76,6 +77,7 @@ def add_dadc_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a small preset (2 rounds of 150, 800 initial, 300 test images)")
     add_seed_option(p, "the split, the pool order, the attacks and training")
+    add_backend_options(p, "each round's evaluation attacks")
     p.add_argument("--out", required=True, type=Path,
                    help="run directory; an earlier run of the same configuration there is "
                         "resumed, another configuration's is refused")
@@ -85,6 +87,7 @@ def add_dadc_parser(sub: Any) -> argparse.ArgumentParser:
 def cmd_dadc(args: argparse.Namespace) -> int:
     """``robustness dadc``: runs, or resumes, into ``--out``."""
     from reports.page import write_run_page
+    from robustness.core.backend import backend_from_args
     from robustness.core.io import check_output_dir
     from robustness.dadc import DadcConfig, run_dadc
 
@@ -106,7 +109,12 @@ def cmd_dadc(args: argparse.Namespace) -> int:
         def echo(line: str) -> None:
             print(line, flush=True)
 
-        result = run_dadc(cfg, args.out, echo=echo, progress=sys.stderr.isatty())
+        backend = backend_from_args(args, "dadc")
+        try:
+            result = run_dadc(cfg, args.out, echo=echo, progress=sys.stderr.isatty(),
+                              backend=backend)
+        finally:
+            backend.close()
     write_run_page(args.out)
     print(f"Wrote {args.out}/dadc.json, dadc.md, dadc.png and report.html in "
           f"{result['seconds'] / 60:.1f} min.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustness.cli.common import (
     add_checkpoint_option,
@@ -18,6 +18,11 @@ from robustness.cli.common import (
     test_images,
 )
 from robustness.core.argtypes import budget_list
+from robustness.core.backend import add_backend_options, backend_from_args
+
+if TYPE_CHECKING:
+    from attacks.registry import AttackSpec
+    from robustness.core.backend import Backend
 
 
 def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
@@ -44,6 +49,11 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
                         "evaluate their transfer to --model (threat model 'transfer')")
     p.add_argument("--no-checks", action="store_true",
                    help="skip the sanity checks (not recommended)")
+    add_backend_options(p, "the attacks (one task per attack x eps x 500 images)")
+    p.add_argument("--resume-dir", type=Path, default=None, metavar="DIR",
+                   help="keep every finished attack x eps x shard in DIR as it ends (whichever "
+                        "backend ran it), so this command re-run after a crash attacks only "
+                        "what is missing")
     add_out_option(p)
     return p
 
@@ -58,9 +68,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, out: Path) -> int:
     from attacks.registry import parse_attack_list
-    from reports.markdown import write_report
     from robustness.core.validation import invalid
-    from robustness.evaluation import evaluate, plan
+    from robustness.evaluation import plan
 
     # The attacks first: a typo fails in a second, before the checkpoint and data load.
     specs = parse_attack_list(args.attacks, owner="robustness evaluate", name="--attacks")
@@ -72,6 +81,20 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
     with as_typed(f"--attacks {args.attacks!r}",
                   f"--eps {','.join(f'{e:g}' for e in args.eps)}"):
         plan(specs, args.eps, n_attacked=0, seed=args.seed)
+
+    if args.resume_dir is not None and args.resume_dir.exists() and not args.resume_dir.is_dir():
+        raise invalid("robustness evaluate", "--resume-dir", "a directory (or a path to create "
+                      "one at)", f"{args.resume_dir}, a file", raw=True)
+    backend = backend_from_args(args, "evaluate")  # Ray missing: before the model loads
+    try:
+        return _run(args, out, specs, backend)
+    finally:
+        backend.close()
+
+
+def _run(args: argparse.Namespace, out: Path, specs: list[AttackSpec], backend: Backend) -> int:
+    from reports.markdown import write_report
+    from robustness.evaluation import evaluate
 
     loaded, data = load_model_and_data(args, "evaluate")
     assert data is not None
@@ -92,7 +115,8 @@ def _evaluate(args: argparse.Namespace, out: Path) -> int:
     print(f"Evaluating {args.model} ({what}) on {n} {data.name} test images:")
     report = evaluate(loaded.model, data, specs, args.eps, n=n,
                       seed=args.seed, checks=not args.no_checks, source_model=source,
-                      model_info=loaded.info, echo=print)
+                      model_info=loaded.info, echo=print, backend=backend,
+                      resume_dir=args.resume_dir)
     write_report(report, out)
     from reports.page import write_run_page
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from robustness.cli.common import DATA_HELP, add_seed_option
 from robustness.core.argtypes import choice_list, int_list, positive_fraction, positive_int
+from robustness.core.backend import add_backend_options
 
 # = ensembles.sampling.PLANS, copied to keep `robustness --help` torch-free (tests check it).
 SAMPLING_NAMES = ("bootstrap", "subsample", "uniform")
@@ -81,6 +82,7 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true",
                    help="smaller N, fewer images and epochs: a few minutes on 2 cores")
     e.add_argument("--progress", action="store_true", help="progress bars on stderr")
+    add_backend_options(e, "member training")
     e.add_argument("--out", required=True, type=Path,
                    help="run directory; an earlier run of the same configuration there is "
                         "resumed (finished models and members are reused)")
@@ -95,6 +97,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     from ensembles.experiment import ExperimentConfig, run_experiment
     from robustness.cli.common import as_options
+    from robustness.core.backend import backend_from_args
     from robustness.core.io import check_output_dir
 
     # Resumable: an existing run in --out is reused, so only a file or an unwritable
@@ -116,13 +119,18 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         cfg = (ExperimentConfig.quick(**common, **given) if args.quick
                else ExperimentConfig(**common, **given))
 
+    backend = backend_from_args(args, "experiment ensembles")  # before anything is removed
+
     def echo(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     if args.overwrite and args.out.exists():
         shutil.rmtree(args.out)
-    result = run_experiment(cfg, args.out, root=args.data_root, echo=echo,
-                            progress=args.progress)
+    try:
+        result = run_experiment(cfg, args.out, root=args.data_root, echo=echo,
+                                progress=args.progress, backend=backend)
+    finally:
+        backend.close()
     from reports.page import write_run_page
 
     write_run_page(args.out)  # the same page `robustness report` makes

@@ -29,6 +29,14 @@ def number(text: str) -> float:
     return value
 
 
+def non_negative_number(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = number(text)
+    if value < 0:
+        raise _error("a finite number >= 0", value)
+    return value
+
+
 def _int(text: str, low: int, expected: str, high: int | None = None) -> int:
     try:
         value = int(text)

@@ -84,7 +84,7 @@ class DadcConfig:
     eval_attack: str | None = None
     fooling_label: str = "none"
     epochs: int = 6
-    finetune_epochs: int = 5
+    finetune_epochs: int = 8
     n_eval: int | None = 1000
     heldout_fraction: float = 0.3
     fooling_confidence: float = 0.99

@@ -35,6 +35,7 @@ from torch import nn
 
 from attacks.registry import AttackSpec, parse_attack_spec
 from robustness.checkpoint import CheckpointMeta, held_out_seed, load_checkpoint, save_checkpoint
+from robustness.core.backend import Backend, get_backend
 from robustness.core.io import RUN_MARKER, check_output_dir, read_json, write_json, write_tensors
 from robustness.core.provenance import run_environment
 from robustness.core.stats import sign_test, wilson_interval
@@ -216,7 +217,8 @@ def _open_run(out: Path, cfg: DadcConfig) -> State:
 
 def run_dadc(cfg: DadcConfig, out: str | Path, *, echo: Callable[[str], None] | None = None,
              progress: bool = False,
-             on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+             on_step: Callable[[str], None] | None = None,
+             backend: str | Backend = "local") -> dict[str, Any]:
     """Run (or resume) dynamic adversarial data collection into ``out``.
 
     Parameters
@@ -232,6 +234,10 @@ def run_dadc(cfg: DadcConfig, out: str | Path, *, echo: Callable[[str], None] | 
         Training progress bars (only useful on a TTY).
     on_step
         Called with each step's name once it is committed (for tests that inject crashes).
+    backend
+        Where each round's evaluation attacks run (``"local"``, ``"ray"`` or a
+        :class:`~robustness.core.backend.Backend`; see :func:`robustness.evaluate`).
+        Candidates are still crafted in this process.
 
     Returns
     -------
@@ -242,10 +248,14 @@ def run_dadc(cfg: DadcConfig, out: str | Path, *, echo: Callable[[str], None] | 
     say = echo or (lambda _: None)
     started = time.perf_counter()
     setup = Setup(cfg)  # every check before anything is written
-    out = Path(out)
-    state = _open_run(out, cfg)
-    loop = _Loop(setup, state, out, say, progress, on_step)
-    loop.run()
+    runner = get_backend(backend, owner="run_dadc")
+    try:
+        out = Path(out)
+        state = _open_run(out, cfg)
+        _Loop(setup, state, out, say, progress, on_step, runner).run()
+    finally:
+        if not isinstance(backend, Backend):
+            runner.close()
     result = summarise(setup, state, out, seconds=time.perf_counter() - started)
     write_json(out / "dadc.json", result)
     from reports.dadc import dadc_markdown, write_dadc_figure
@@ -259,9 +269,10 @@ def run_dadc(cfg: DadcConfig, out: str | Path, *, echo: Callable[[str], None] | 
 
 class _Loop:
     def __init__(self, setup: Setup, state: State, out: Path, say: Callable[[str], None],
-                 progress: bool, on_step: Callable[[str], None] | None) -> None:
+                 progress: bool, on_step: Callable[[str], None] | None,
+                 runner: Backend) -> None:
         self.s, self.state, self.out, self.say = setup, state, out, say
-        self.progress, self.on_step = progress, on_step
+        self.progress, self.on_step, self.runner = progress, on_step, runner
         self.cfg = setup.cfg
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -411,7 +422,8 @@ class _Loop:
         attacks = [spec.label] if spec is not None else []
         eps = [cfg.eps] if spec is not None and cfg.eps is not None else []
         report = evaluate(model, (s.x_test, s.y_test), attacks, eps, seed=_seed(cfg.seed, r, 8),
-                          checks=cfg.checks and (last or r == 0), model_info=info)
+                          checks=cfg.checks and (last or r == 0), model_info=info,
+                          backend=self.runner)
         report.save(where / "test")
         summary["clean"] = _clean_row(report, "test")
         if spec is not None:

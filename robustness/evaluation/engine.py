@@ -21,7 +21,9 @@ the report's rows, worst cases and findings. :func:`evaluate` does all three loc
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from torch import nn
 
 from attacks.base import budget_ok, check_model_output
 from attacks.registry import AttackSpec, parse_attack_spec
+from robustness.core.backend import Backend, get_backend
 from robustness.core.modes import eval_mode, predict
 from robustness.core.provenance import run_environment
 from robustness.core.stats import wilson_interval
@@ -53,6 +56,7 @@ from robustness.evaluation.checks import (
     result_checks,
 )
 from robustness.evaluation.report import AttackResult, Finding, RobustnessReport, WorstCase
+from robustness.evaluation.shards import ShardStore, model_digest
 
 OWNER = "evaluate"
 AttackSpecLike = str | tuple[str, dict[str, Any]] | AttackSpec
@@ -174,8 +178,12 @@ class _Merged:
         return torch.cat([getattr(p, name) for p in self.parts])
 
 
-def _same_run(a: Task, b: Task) -> bool:
-    return a.spec == b.spec and a.eps == b.eps
+def _shared_task(task: Task, *, model: nn.Module, craft: nn.Module | None, x: torch.Tensor,
+                 y: torch.Tensor, seed: int, transfer: bool) -> TaskResult:
+    """:func:`run_task` with the objects a backend shares between tasks (``craft`` None:
+    the evaluated model itself, shipped once)."""
+    return run_task(task, model, model if craft is None else craft, x, y, seed=seed,
+                    transfer=transfer)
 
 
 def _echo_run(echo: Callable[[str], None], shards: list[TaskResult]) -> None:
@@ -303,6 +311,8 @@ def evaluate(
     batch_size: int = 500,
     model_info: dict[str, Any] | None = None,
     echo: Callable[[str], None] | None = None,
+    backend: str | Backend = "local",
+    resume_dir: str | os.PathLike[str] | None = None,
 ) -> RobustnessReport:
     """Evaluate ``model`` against every attack at every eps.
 
@@ -332,6 +342,14 @@ def evaluate(
         Extra provenance about the model (e.g. checkpoint metadata).
     echo
         Called with one line per finished attack, for progress output.
+    backend
+        Where the tasks (attack x eps x shard of ``batch_size`` samples) run: ``"local"``,
+        ``"ray"`` or a :class:`~robustness.core.backend.Backend`. The shards merge into
+        the report a local run gives, per sample (equal bit for bit when a Ray task has as
+        many torch threads as this process); the clean pass and the sanity checks run here.
+    resume_dir
+        Keep every finished task here (:mod:`robustness.evaluation.shards`), so that the
+        same evaluation re-run after a crash loads them instead of attacking again.
 
     Returns
     -------
@@ -341,6 +359,22 @@ def evaluate(
     x, y, data_meta = _unpack_data(data, n)
     check_int(OWNER, "batch_size", batch_size, low=1)
     parse_plan = plan(attacks, eps, n_attacked=0, seed=seed)  # fails fast on bad specs
+    runner = get_backend(backend, owner=OWNER)
+    try:
+        return _evaluate(model, x, y, data_meta, parse_plan, seed=seed, checks=checks,
+                         source_model=source_model, batch_size=batch_size,
+                         model_info=model_info, echo=echo, runner=runner, started=started,
+                         resume_dir=resume_dir)
+    finally:
+        if not isinstance(backend, Backend):  # started here (a local Ray), so stopped here
+            runner.close()
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_meta: dict[str, Any],
+              parse_plan: Plan, *, seed: int, checks: bool, source_model: nn.Module | None,
+              batch_size: int, model_info: dict[str, Any] | None,
+              echo: Callable[[str], None] | None, runner: Backend, started: float,
+              resume_dir: str | os.PathLike[str] | None) -> RobustnessReport:
 
     craft = source_model if source_model is not None else model
     with eval_mode(model, craft):
@@ -356,13 +390,37 @@ def evaluate(
         the_plan = plan(parse_plan.specs, parse_plan.eps, n_attacked=len(xa), seed=seed,
                         shard_size=batch_size)
         transfer = source_model is not None
+        # The models and attacked samples go to the workers once (Ray's object store).
+        shared = {"model": model, "craft": None if craft is model else craft, "x": xa,
+                  "y": ya, "seed": seed, "transfer": transfer}
+        store = None if resume_dir is None else ShardStore(resume_dir, {
+            "model": model_digest(model), "data": data_meta["digest"],
+            "source_model": None if craft is model else model_digest(craft),
+            "attacks": [s.label for s in the_plan.specs], "eps": list(the_plan.eps),
+            "seed": seed, "shard_size": batch_size})
+        saved = [store.load(t) if store is not None else None for t in the_plan.tasks]
+        todo = [t for t, r in zip(the_plan.tasks, saved, strict=True) if r is None]
+        expected = collections.Counter((t.spec.label, t.eps) for t in the_plan.tasks)
+        done: dict[tuple[str, float | None], list[TaskResult]] = {}
         results: list[TaskResult] = []
-        for i, task in enumerate(the_plan.tasks):
-            results.append(run_task(task, model, craft, xa, ya, seed=seed, transfer=transfer))
-            following = the_plan.tasks[i + 1] if i + 1 < len(the_plan.tasks) else None
-            # The last shard of an (attack, eps) run: the next task starts at its beginning.
-            if echo is not None and (following is None or following.start <= task.start):
-                _echo_run(echo, [r for r in results if _same_run(r.task, task)])
+
+        def arrived(result: TaskResult) -> None:
+            results.append(result)
+            key = (result.task.spec.label, result.task.eps)
+            done.setdefault(key, []).append(result)
+            if echo is not None and len(done[key]) == expected[key]:  # its last shard
+                _echo_run(echo, sorted(done[key], key=lambda r: r.task.start))
+
+        for result in saved:
+            if result is not None:
+                arrived(result)
+        if store is not None and echo is not None and len(todo) < len(the_plan.tasks):
+            echo(f"  resumed {len(the_plan.tasks) - len(todo)} of {len(the_plan.tasks)} "
+                 f"tasks from {store.dir}")
+        for _, result in runner.run(_shared_task, todo, shared):
+            if store is not None:  # kept before anything else: a crash now loses nothing
+                store.save(result)
+            arrived(result)
         outcomes, worst = merge(the_plan, results, correct)
         # Our own PGD is the reference the other gradient attacks are compared with.
         exempt = {s.label for s in the_plan.specs if s.factory is None
@@ -381,6 +439,7 @@ def evaluate(
         "attacks": [spec.label for spec in the_plan.specs],
         "eps": list(the_plan.eps),
         "seed": seed,
+        "backend": runner.describe(),
         "versions": run_environment(),
         "seconds": time.perf_counter() - started,
     }

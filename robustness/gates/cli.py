@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from robustness.core.argtypes import fraction, positive_int, seed
+from robustness.core.backend import Backend, add_backend_options, backend_from_args
 from robustness.gates.artifacts import junit_xml, results_document
 from robustness.gates.baseline import Baseline, RobustnessRegression
 from robustness.gates.config import load_gate_file
 from robustness.gates.errors import GateConfigError
-from robustness.gates.gate import BUDGETS, GateResult, Resources, error_result
+from robustness.gates.gate import BUDGETS, Gate, GateResult, PreparedGate, Resources, error_result
 from robustness.gates.threshold import RULES
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNVERIFIED = 0, 1, 2, 3
@@ -72,6 +73,7 @@ def add_gate_parser(sub: Any) -> argparse.ArgumentParser:
                    help="record this run's figures in the baseline instead of comparing")
     p.add_argument("--gate", action="append", default=None, metavar="NAME", dest="only",
                    help="run only this gate (repeatable)")
+    add_backend_options(p, "each gate's attacks (one task per attack x eps x 500 images)")
     return p
 
 
@@ -83,6 +85,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     for option, path in (("--json", args.json), ("--junit-xml", args.junit_xml)):
         if path is not None:
             check_output_file(path, option=option)
+    backend = backend_from_args(args, "gate")  # Ray missing: before any gate loads
     try:
         gate_file = load_gate_file(args.config, budget=args.budget, n=args.n, seed=args.seed,
                                    rule=args.rule, max_drop=args.max_drop,
@@ -114,20 +117,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     compare = None if args.update_baseline else baseline
     results: list[GateResult] = []
-    for gate in gate_file.gates:
-        print(f"gate {gate.name}: {', '.join(gate.attack_specs)} at eps "
-              f"{', '.join(f'{e:g}' for e in gate.eps)} on {len(prepared[gate.name].x)} images")
-        try:
-            result = gate.evaluate(prepared[gate.name], baseline=compare, echo=print)
-        except GateConfigError as e:
-            result = error_result(gate, e)
-        results.append(result)
-        print(f"{result.status.upper()}: {gate.name}: {result.summary()}")
-        if result.status != "passed":
-            print(_indent(result.explain()))
-        elif result.accepted_findings:
-            print(_indent(result.findings_text()))
-        print()
+    try:
+        for gate in gate_file.gates:
+            results.append(_run_gate(gate, prepared[gate.name], compare, backend))
+    finally:
+        backend.close()
+
 
     if args.update_baseline and baseline is not None:
         for result in results:
@@ -135,6 +130,24 @@ def cmd_gate(args: argparse.Namespace) -> int:
         baseline.save()
     _write_outputs(args, results, baseline, args.update_baseline)
     return _report(results, baseline, args, time.perf_counter() - started)
+
+
+def _run_gate(gate: Gate, prepared: PreparedGate, compare: Baseline | None,
+              backend: Backend) -> GateResult:
+    """One gate, with its progress lines and verdict printed."""
+    print(f"gate {gate.name}: {', '.join(gate.attack_specs)} at eps "
+          f"{', '.join(f'{e:g}' for e in gate.eps)} on {len(prepared.x)} images")
+    try:
+        result = gate.evaluate(prepared, baseline=compare, echo=print, backend=backend)
+    except GateConfigError as e:
+        result = error_result(gate, e)
+    print(f"{result.status.upper()}: {gate.name}: {result.summary()}")
+    if result.status != "passed":
+        print(_indent(result.explain()))
+    elif result.accepted_findings:
+        print(_indent(result.findings_text()))
+    print()
+    return result
 
 
 def _indent(text: str) -> str:

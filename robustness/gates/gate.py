@@ -178,7 +178,7 @@ class Gate:
                         self.data if data is None else data, resources or Resources())
 
     def evaluate(self, prepared: PreparedGate, *, baseline: Baseline | None = None,
-                 echo: Any = None) -> GateResult:
+                 echo: Any = None, backend: Any = "local") -> GateResult:
         """Run the attacks on a prepared gate and judge every threshold.
 
         Parameters
@@ -190,6 +190,9 @@ class Gate:
             ``max_drop`` or :attr:`tolerance`.
         echo
             Progress callback, one line per attack (see :func:`robustness.evaluate`).
+        backend
+            Where the attack x eps x shard tasks run: ``"local"``, ``"ray"`` or a
+            :class:`~robustness.core.backend.Backend` (see :func:`robustness.evaluate`).
 
         Returns
         -------
@@ -201,7 +204,7 @@ class Gate:
         try:
             report = evaluate(prepared.model, prepared.data, list(self.attack_specs), self.eps,
                               n=len(prepared.x), seed=self.seed, checks=True,
-                              model_info=prepared.model_info, echo=echo)
+                              model_info=prepared.model_info, echo=echo, backend=backend)
         except ParameterError as e:
             raise self._error(str(e)) from None
         # A threshold's minimum is judged here; its max_drop only against the baseline file,
@@ -245,10 +248,11 @@ class Gate:
                           notes=notes)
 
     def run(self, model: Any = None, data: Any = None, *, baseline: Baseline | None = None,
-            resources: Resources | None = None, echo: Any = None) -> GateResult:
+            resources: Resources | None = None, echo: Any = None,
+            backend: Any = "local") -> GateResult:
         """:meth:`prepare` then :meth:`evaluate`."""
         return self.evaluate(self.prepare(model, data, resources=resources), baseline=baseline,
-                             echo=echo)
+                             echo=echo, backend=backend)
 
     def setup(self) -> dict[str, Any]:
         """What the figures depend on; stored with a baseline to spot incomparable runs
