@@ -92,6 +92,27 @@ def test_tsne_backends_separate_clusters_and_are_seeded(backend: str) -> None:
         tsne(x, backend=backend, perplexity=100)
 
 
+def test_threaded_ffts_give_openTSNE_the_same_embedding_and_numpy_is_left_alone(
+        digits: Dataset) -> None:
+    from openTSNE import TSNE
+    from openTSNE._matrix_mul import matrix_mul
+
+    from reports.tsne import _threaded_fft
+
+    x = digits.x_train.flatten(1).numpy().astype(np.float32)
+
+    def fit() -> np.ndarray:
+        return np.asarray(TSNE(initialization="pca", random_state=0, n_jobs=2, n_iter=100,
+                               neighbors="exact").fit(x))
+
+    plain = fit()
+    with _threaded_fft(2):
+        assert matrix_mul.np is not np and matrix_mul.np.fft.rfft2 is not np.fft.rfft2
+        threaded = fit()
+    assert matrix_mul.np is np  # restored
+    np.testing.assert_array_equal(threaded, plain)  # the same transforms, line by line
+
+
 def test_adversarial_examples_lie_in_low_density_regions(mlp: nn.Module,
                                                          digits: Dataset) -> None:
     result = run_tsne(mlp, digits, attack="pgd(steps=10)", eps=0.1, n=240, backend="sklearn")
