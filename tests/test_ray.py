@@ -8,6 +8,7 @@ thread-count-dependent order, so that is the condition for bit-identical numbers
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -140,3 +141,14 @@ def test_an_evaluation_sharded_over_ray_tasks_equals_the_local_report(
     assert comparable(sharded) == comparable(local)
     assert sharded.provenance["backend"]["backend"] == "ray"
     assert local.provenance["backend"] == {"backend": "local"}
+
+
+def test_an_error_inside_a_task_is_raised_as_itself_not_retried(backend: RayBackend) -> None:
+    from robustness.core.validation import ParameterError, check_int
+
+    # A library function (workers import it by name): fails for the item 3.
+    task = functools.partial(check_int, "task", "item", low=4)
+    with pytest.raises(ParameterError, match=r"The 'item' parameter of task must be an int in "
+                       r"the range \[4, inf\). Got 3 instead.") as e:
+        list(backend.run(task, [3]))
+    assert type(e.value) is ParameterError  # not Ray's wrapper with a remote traceback

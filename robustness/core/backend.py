@@ -183,7 +183,11 @@ class RayBackend(Backend):
                     try:
                         result = ray.get(ref)
                     except ray.exceptions.RayTaskError as e:
-                        raise e.as_instanceof_cause() from None  # the task's own error
+                        # The task's own error, as a local run raises it (a bad parameter
+                        # stays one line), not wrapped in Ray's remote traceback.
+                        cause = getattr(e, "cause", None)
+                        raise (cause if isinstance(cause, BaseException)
+                               else e.as_instanceof_cause()) from None
                     yield index, result
         finally:
             for ref in pending:  # interrupted or failed: nothing keeps running for nobody
