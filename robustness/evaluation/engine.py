@@ -411,12 +411,12 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_meta: dic
             if echo is not None and len(done[key]) == expected[key]:  # its last shard
                 _echo_run(echo, sorted(done[key], key=lambda r: r.task.start))
 
-        for result in saved:
-            if result is not None:
-                arrived(result)
         if store is not None and echo is not None and len(todo) < len(the_plan.tasks):
             echo(f"  resumed {len(the_plan.tasks) - len(todo)} of {len(the_plan.tasks)} "
                  f"tasks from {store.dir}")
+        for result in saved:
+            if result is not None:
+                arrived(result)
         for _, result in runner.run(_shared_task, todo, shared):
             if store is not None:  # kept before anything else: a crash now loses nothing
                 store.save(result)
