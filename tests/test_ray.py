@@ -152,3 +152,23 @@ def test_an_error_inside_a_task_is_raised_as_itself_not_retried(backend: RayBack
                        r"the range \[4, inf\). Got 3 instead.") as e:
         list(backend.run(task, [3]))
     assert type(e.value) is ParameterError  # not Ray's wrapper with a remote traceback
+
+
+def test_dadc_candidates_crafted_in_waves_on_ray_equal_the_local_proposal(
+        digits: Dataset, backend: RayBackend, one_thread: None) -> None:
+    from attacks.registry import parse_attack_spec
+    from robustness.dadc.sources import CHUNK, AttackSource
+
+    model = build_model("mlp", digits.input_shape, digits.num_classes, seed=0)
+    train(model, digits.x_train, digits.y_train, epochs=8, seed=0, progress=False)
+    source = AttackSource(parse_attack_spec("pgd(steps=5)"), eps=0.1)
+    available = list(range(100, 100 + 3 * CHUNK + 40))  # 4 chunks: 2 waves of 2 on Ray
+    want = CHUNK + 30  # the quota is reached inside the second chunk
+    args = (model.eval(), digits.x_train, digits.y_train, available, want)
+    local = source.propose(*args, seed=7, kept=None)
+    on_ray = source.propose(*args, seed=7, kept=None, backend=backend)
+    assert backend.slots() == (os.cpu_count() or 1)
+    assert len(local.x) == want
+    for name in ("x", "label", "fooled_as", "origin"):
+        assert torch.equal(getattr(on_ray, name), getattr(local, name)), name
+    assert (on_ray.used, on_ray.tried) == (local.used, local.tried)

@@ -74,6 +74,10 @@ class Backend(ABC):
         """Provenance: which backend ran the work, with what resources."""
         return {"backend": self.name}
 
+    def slots(self) -> int:
+        """How many tasks run at once (work that can be speculated in waves of this size)."""
+        return 1
+
     def close(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing)
         """Release what this backend started (a local Ray instance)."""
 
@@ -192,6 +196,11 @@ class RayBackend(Backend):
         finally:
             for ref in pending:  # interrupted or failed: nothing keeps running for nobody
                 ray.cancel(ref, force=True)
+
+    def slots(self) -> int:
+        self._connect()
+        cpus = float(self._ray.cluster_resources().get("CPU", 1.0))
+        return max(1, int(cpus // self.options.cpus_per_task))
 
     def describe(self) -> dict[str, Any]:
         o = self.options

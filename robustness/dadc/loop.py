@@ -235,9 +235,10 @@ def run_dadc(cfg: DadcConfig, out: str | Path, *, echo: Callable[[str], None] | 
     on_step
         Called with each step's name once it is committed (for tests that inject crashes).
     backend
-        Where each round's evaluation attacks run (``"local"``, ``"ray"`` or a
-        :class:`~robustness.core.backend.Backend`; see :func:`robustness.evaluate`).
-        Candidates are still crafted in this process.
+        Where each round's candidates (chunks of pool images, attacked in waves of the
+        backend's slots) and evaluation attacks run: ``"local"``, ``"ray"`` or a
+        :class:`~robustness.core.backend.Backend` (see :func:`robustness.evaluate`). The
+        same run either way; training stays in this process.
 
     Returns
     -------
@@ -364,7 +365,8 @@ class _Loop:
         if isinstance(source, AttackSource):
             available = [int(i) for i in s.pool_idx if int(i) not in used]
             proposal = source.propose(model, s.data.x_train, s.data.y_train, available,
-                                      cfg.per_round, seed=seed, kept=kept_x)
+                                      cfg.per_round, seed=seed, kept=kept_x,
+                                      backend=self.runner)
         elif isinstance(source, FoolingSource):
             proposal = source.propose(model, cfg.per_round, seed=seed, kept=kept_x)
         else:

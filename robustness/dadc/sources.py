@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from attacks.base import Attack
 from attacks.registry import AttackSpec
+from robustness.core.backend import Backend, LocalBackend
 from robustness.core.modes import predict
 from robustness.dadc.selection import duplicates, group_split, really_fools
 from robustness.data import Examples
@@ -64,6 +66,18 @@ def _within_budget(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) 
     return size <= eps * (1 + 1e-5) + 1e-6
 
 
+def _attack_chunk(idx: torch.Tensor, *, attack: Attack, model: nn.Module, x_pool: torch.Tensor,
+                  y_pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of pool images (a backend task): which the model classifies correctly
+    ``(C,)`` bool, and their adversarial versions ``(C, ...)`` (the others unchanged)."""
+    x, y = x_pool[idx], y_pool[idx]
+    correct = predict(model, x).argmax(1) == y
+    x_adv = x.clone()
+    if correct.any():
+        x_adv[correct] = attack(model, x[correct], y[correct]).x_adv.to(x.dtype)
+    return correct, x_adv
+
+
 class AttackSource:
     """Adversarial versions of pool images, crafted by ``spec`` at ``eps``."""
 
@@ -75,13 +89,22 @@ class AttackSource:
 
     def propose(self, model: nn.Module, x_pool: torch.Tensor, y_pool: torch.Tensor,
                 available: Sequence[int], want: int, *, seed: int,
-                kept: torch.Tensor | None) -> Proposal:
+                kept: torch.Tensor | None, backend: Backend | None = None) -> Proposal:
         """Attack the ``available`` pool images in order until ``want`` really fool.
 
         Only images the model classifies correctly are attacked: a misclassified pool
-        image is a hard standard example, not an adversarial one.
+        image is a hard standard example, not an adversarial one. With a ``backend`` of
+        several slots (Ray workers), that many chunks of :data:`CHUNK` images are attacked
+        at once; they are then taken in order exactly as one after another, so the
+        proposal is the same (the attack is seeded per call), at the cost of at most one
+        wave of chunks attacked past the quota.
         """
+        runner = backend or LocalBackend()
         attack = self.spec.build(self.eps, seed=seed)
+        shared = {"attack": attack, "model": model, "x_pool": x_pool, "y_pool": y_pool}
+        chunks = [torch.as_tensor(list(available[start:start + CHUNK]), dtype=torch.int64)
+                  for start in range(0, len(available), CHUNK)]
+        wave = runner.slots()
         xs: list[torch.Tensor] = []
         labels: list[torch.Tensor] = []
         preds: list[torch.Tensor] = []
@@ -89,34 +112,35 @@ class AttackSource:
         used: list[int] = []
         tried = 0
         have = kept
-        for start in range(0, len(available), CHUNK):
-            need = want - sum(len(o) for o in origins)
-            if need <= 0:
+        for first in range(0, len(chunks), wave):
+            if want - sum(len(o) for o in origins) <= 0:
                 break
-            idx = torch.as_tensor(list(available[start:start + CHUNK]), dtype=torch.int64)
-            x, y = x_pool[idx], y_pool[idx]
-            correct = predict(model, x).argmax(1) == y
-            x_adv = x.clone()
-            if correct.any():
-                x_adv[correct] = attack(model, x[correct], y[correct]).x_adv.to(x.dtype)
-            ok = correct & really_fools(model, x_adv, y)
-            if self.eps is not None and attack.norm in ("linf", "l2"):
-                ok &= _within_budget(x_adv, x, attack.norm, self.eps)
-            ok &= ~duplicates(x_adv, have)
-            positions = ok.nonzero().squeeze(1)
-            if len(positions) > need:  # quota reached inside this chunk: stop there
-                last = int(positions[need - 1])
-                positions = positions[:need]
-                correct[last + 1:] = False
-                idx = idx[:last + 1]
-            tried += int(correct[:len(idx)].sum())
-            used += idx.tolist()
-            chosen = x_adv[positions]
-            xs.append(chosen)
-            labels.append(y[positions])
-            preds.append(predict(model, chosen).argmax(1) if len(chosen) else y[positions])
-            origins.append(idx[positions])
-            have = chosen if have is None else torch.cat([have, chosen])
+            crafted = dict(runner.run(_attack_chunk, chunks[first:first + wave], shared))
+            for j in range(len(crafted)):
+                need = want - sum(len(o) for o in origins)
+                if need <= 0:
+                    break
+                idx = chunks[first + j]
+                correct, x_adv = crafted[j]
+                x, y = x_pool[idx], y_pool[idx]
+                ok = correct & really_fools(model, x_adv, y)
+                if self.eps is not None and attack.norm in ("linf", "l2"):
+                    ok &= _within_budget(x_adv, x, attack.norm, self.eps)
+                ok &= ~duplicates(x_adv, have)
+                positions = ok.nonzero().squeeze(1)
+                if len(positions) > need:  # quota reached inside this chunk: stop there
+                    last = int(positions[need - 1])
+                    positions = positions[:need]
+                    correct[last + 1:] = False
+                    idx = idx[:last + 1]
+                tried += int(correct[:len(idx)].sum())
+                used += idx.tolist()
+                chosen = x_adv[positions]
+                xs.append(chosen)
+                labels.append(y[positions])
+                preds.append(predict(model, chosen).argmax(1) if len(chosen) else y[positions])
+                origins.append(idx[positions])
+                have = chosen if have is None else torch.cat([have, chosen])
         if not xs:
             return Proposal.empty(x_pool.shape[1:])
         x_out = torch.cat(xs)

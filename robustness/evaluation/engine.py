@@ -36,7 +36,7 @@ from attacks.base import budget_ok, check_model_output
 from attacks.registry import AttackSpec, parse_attack_spec
 from robustness.core.backend import Backend, get_backend
 from robustness.core.modes import eval_mode, predict
-from robustness.core.provenance import run_environment
+from robustness.core.provenance import library_versions, run_environment
 from robustness.core.stats import wilson_interval
 from robustness.core.validation import (
     EPS_EXPECTED,
@@ -397,7 +397,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_meta: dic
             "model": model_digest(model), "data": data_meta["digest"],
             "source_model": None if craft is model else model_digest(craft),
             "attacks": [s.label for s in the_plan.specs], "eps": list(the_plan.eps),
-            "seed": seed, "shard_size": batch_size})
+            "seed": seed, "shard_size": batch_size, "versions": library_versions()})
         saved = [store.load(t) if store is not None else None for t in the_plan.tasks]
         todo = [t for t, r in zip(the_plan.tasks, saved, strict=True) if r is None]
         expected = collections.Counter((t.spec.label, t.eps) for t in the_plan.tasks)

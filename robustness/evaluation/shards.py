@@ -2,10 +2,10 @@
 
 With ``evaluate(..., resume_dir=DIR)`` every task (attack x eps x shard) is written to
 ``DIR`` the moment its result reaches the driver, whichever backend ran it. A re-run of
-the same evaluation (same model weights, samples, attacks, budgets, seed, shard size and
-source model) loads those results instead of attacking again; anything else gets its
-own sub-directory, keyed by a digest of all of that, so results of different
-evaluations never mix. Files are safetensors, written atomically: a crash mid-write
+the same evaluation (same model weights, samples, attacks, budgets, seed, shard size,
+source model and library versions) loads those results instead of attacking again;
+anything else gets its own sub-directory, keyed by a digest of all of that, so results
+of different evaluations never mix. Files are safetensors, written atomically: a crash mid-write
 leaves the previous state, never half a shard.
 """
 
