@@ -77,7 +77,7 @@ def add_dadc_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a small preset (2 rounds of 150, 800 initial, 300 test images)")
     add_seed_option(p, "the split, the pool order, the attacks and training")
-    add_backend_options(p, "each round's evaluation attacks")
+    add_backend_options(p, "each round's candidate attacks and evaluation attacks")
     p.add_argument("--out", required=True, type=Path,
                    help="run directory; an earlier run of the same configuration there is "
                         "resumed, another configuration's is refused")
