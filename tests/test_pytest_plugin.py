@@ -83,7 +83,8 @@ def test_help_lists_the_robustness_options(pytester: pytest.Pytester) -> None:
     for option in ("--robustness-budget=*", "--robustness-n=N", "--robustness-seed=SEED",
                    "--robustness-rule=*", "--robustness-json=PATH", "--robustness-baseline=PATH",
                    "--robustness-update-baseline", "--robustness-max-drop=DROP",
-                   "--robustness-skip", "--robustness-only"):
+                   "--robustness-skip", "--robustness-only", "--robustness-backend=*",
+                   "--robustness-ray-address=ADDRESS", "--robustness-ray-cpus-per-task=N"):
         result.stdout.fnmatch_lines([f"  {option}*"])
 
 
@@ -214,6 +215,9 @@ def test_skip_option_skips_gates_only(example: pytest.Pytester, runpytest: RunPy
      "ERROR: --robustness-update-baseline needs --robustness-baseline PATH*"),
     ("def test_plain():\n    pass\n", ("--robustness-skip", "--robustness-only"),
      "ERROR: --robustness-skip and --robustness-only exclude each other."),
+    ("def test_plain():\n    pass\n", ("--robustness-ray-cpus-per-task", "2"),
+     "ERROR: The '--robustness-ray-cpus-per-task' parameter of pytest must be given only "
+     "with --robustness-backend ray. Got 2 instead."),
 ])
 def test_misuse_is_a_usage_error(pytester: pytest.Pytester, source: str, args: tuple[str, ...],
                                  message: str) -> None:
@@ -221,6 +225,16 @@ def test_misuse_is_a_usage_error(pytester: pytest.Pytester, source: str, args: t
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_backend_ray_without_ray_is_one_usage_line_saying_how_to_install_it(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("import sys\nsys.modules['ray'] = None  # as without the extra\n")
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest_subprocess("--robustness-backend", "ray")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --robustness-backend ray needs Ray, which is not "
+                                 "installed: pip install 'robustness-harness[[]ray[]]'*"])
 
 
 def test_config_errors_are_not_robustness_failures(example: pytest.Pytester,

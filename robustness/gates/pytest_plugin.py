@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from robustness.core.argtypes import fraction, positive_int, seed
+from robustness.core.backend import BACKENDS, Backend, get_backend
+from robustness.core.validation import ParameterError
 from robustness.gates.artifacts import results_document
 from robustness.gates.baseline import Baseline, RobustnessRegression
 from robustness.gates.config import GATE_KEYS, gate_from_mapping
@@ -93,6 +95,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="skip every robustness gate")
     group.addoption("--robustness-only", action="store_true",
                     help="run only robustness gates (deselect other tests)")
+    group.addoption("--robustness-backend", choices=BACKENDS, default="local",
+                    help="where each gate's attack x eps x shard tasks run: this process "
+                         "(default) or Ray workers (pip install '.[ray]')")
+    group.addoption("--robustness-ray-address", default=None, metavar="ADDRESS",
+                    help="an existing Ray cluster for --robustness-backend ray (default: "
+                         "RAY_ADDRESS, else a local instance)")
+    group.addoption("--robustness-ray-cpus-per-task", type=positive_int, default=None,
+                    metavar="N", help="CPUs (and torch threads) per Ray task (default: 1)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -125,6 +135,14 @@ class GateSession:
         self.baseline_path: Path | None = getattr(opt, "robustness_baseline", None)
         self.update_baseline: bool = getattr(opt, "robustness_update_baseline", False)
         self.baseline: Baseline | None = None
+        try:  # Ray missing or a Ray option without the Ray backend: a usage error, now
+            self.backend: Backend = get_backend(
+                getattr(opt, "robustness_backend", "local"), owner="pytest",
+                ray_address=getattr(opt, "robustness_ray_address", None),
+                ray_cpus_per_task=getattr(opt, "robustness_ray_cpus_per_task", None),
+                cli_names=True)
+        except ParameterError as e:  # named as this plugin spells its options
+            raise pytest.UsageError(str(e).replace("--", "--robustness-")) from None
         self.results: list[GateResult] = []
         self.regression: RobustnessRegression | None = None
         self.json_written: Path | None = None
@@ -255,7 +273,8 @@ class GateFixture:
             prepared = self._prepared if model is None and data is None and self._prepared \
                 else self.gate.prepare(model, data, resources=session.resources)
             baseline = None if session.update_baseline else session.baseline
-            self.result = self.gate.evaluate(prepared, baseline=baseline)
+            self.result = self.gate.evaluate(prepared, baseline=baseline,
+                                             backend=session.backend)
         except GateConfigError as e:
             self.result = error_result(self.gate, e)
             session.record(self.result)
@@ -331,6 +350,8 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object,
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Update the baseline, write the JSON file, fail the session on regressions."""
     gs = session.config.stash.get(_session_key, None)
+    if gs is not None:
+        gs.backend.close()  # a local Ray instance started for the gates
     if gs is None or (not gs.results and gs.json_path is None):
         return
     if gs.update_baseline and gs.baseline is not None:
