@@ -27,6 +27,7 @@ scikit-learn's default run, measured under one common P); and its FFTs on every 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import time
@@ -68,30 +69,19 @@ def _threaded_fft(workers: int) -> Iterator[None]:
         return
     import scipy.fft
 
-    class _FFT:
-        @staticmethod
-        def rfft2(a: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-            return scipy.fft.rfft2(a, *args, workers=workers, **kwargs)
-
-        @staticmethod
-        def irfft2(a: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-            return scipy.fft.irfft2(a, *args, workers=workers, **kwargs)
-
-        @staticmethod
-        def fft(a: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-            return scipy.fft.fft(a, *args, workers=workers, **kwargs)
-
-        @staticmethod
-        def ifft(a: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-            return scipy.fft.ifft(a, *args, workers=workers, **kwargs)
+    # The four transforms openTSNE calls, each on ``workers`` threads.
+    fft = types.SimpleNamespace(**{name: functools.partial(getattr(scipy.fft, name),
+                                                           workers=workers)
+                                   for name in ("rfft2", "irfft2", "fft", "ifft")})
 
     class _Numpy(types.ModuleType):
-        fft = _FFT
 
         def __getattr__(self, name: str) -> Any:
             return getattr(np, name)
 
-    matrix_mul.np = _Numpy("numpy")
+    proxy = _Numpy("numpy")
+    proxy.fft = fft  # type: ignore[attr-defined]
+    matrix_mul.np = proxy
     try:
         yield
     finally:
