@@ -5,7 +5,7 @@ Run as ``python benchmarks/bench_tsne.py [--out runs/bench/tsne.json]`` (a few m
 all 5,000 ``mnist`` images and their FGSM (eps 0.3) versions: 10,000 points, the kind of
 input ``robustness tsne`` embeds. In one process, alternating, it times:
 
-* ours: :func:`reports.tsne.tsne` (openTSNE, FFT-accelerated gradients, PCA init);
+* ours: :func:`reports.tsne.tsne` (openTSNE, FFT then Barnes-Hut gradients, PCA init);
 * scikit-learn's default ``TSNE(init="pca")`` (Barnes-Hut).
 
 Quality: each library reports a KL divergence for its own affinities, which are not the

@@ -113,6 +113,29 @@ def test_threaded_ffts_give_openTSNE_the_same_embedding_and_numpy_is_left_alone(
     np.testing.assert_array_equal(threaded, plain)  # the same transforms, line by line
 
 
+@pytest.mark.parametrize("method", ["bh", "fft"])
+def test_phase_by_phase_fit_is_openTSNEs_own_fit(digits: Dataset, method: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Our fit runs openTSNE's two phases itself to pick each one's gradient method. With
+    # the same method in both phases it must be TSNE.fit exactly, or we changed t-SNE.
+    from openTSNE import TSNE
+    from threadpoolctl import threadpool_limits
+
+    import reports.tsne as ours
+
+    x = digits.x_train.flatten(1).numpy().astype(np.float32)
+    monkeypatch.setattr(ours, "OPENTSNE_ITERATIONS", 60)
+    if method == "fft":  # both phases FFT: as at more than BARNES_HUT_POINTS points
+        monkeypatch.setattr(ours, "FFT_EARLY_POINTS", 0)
+        monkeypatch.setattr(ours, "BARNES_HUT_POINTS", 0)
+    got = tsne(x, seed=0, n_jobs=1, backend="opentsne").points
+    with threadpool_limits(limits=1):
+        want = TSNE(initialization="pca", random_state=0, n_jobs=1, n_iter=60,
+                    neighbors="exact", negative_gradient_method=method,
+                    **(ours.SMALL_MAP if method == "bh" else {})).fit(x)
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
+
+
 def test_adversarial_examples_lie_in_low_density_regions(mlp: nn.Module,
                                                          digits: Dataset) -> None:
     result = run_tsne(mlp, digits, attack="pgd(steps=10)", eps=0.1, n=240, backend="sklearn")
