@@ -95,6 +95,13 @@ def pairing_problem(a: Run, b: Run) -> str:
     attacks_b = sorted({r.attack for r in rb.results})
     if attacks_a != attacks_b:
         return f"different attacks ({', '.join(attacks_a)} vs {', '.join(attacks_b)})"
+    cascade_a, cascade_b = (any(r.cascade_after for r in r_.results) for r_ in (ra, rb))
+    if cascade_a != cascade_b:
+        return ("one of them is a cascade evaluation (each attack only on what the earlier ones "
+                "left robust) and the other is not: their per-attack rows measure different "
+                "things")
+    if {r.label for r in ra.results} != {r.label for r in rb.results}:
+        return "cascade evaluations with the attacks in a different order"
     return ""
 
 

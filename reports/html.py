@@ -103,7 +103,7 @@ def per_attack_png(run: Run) -> bytes | None:
             rows: dict[str, list[tuple[float, float, float, float]]] = {}
             for r in report.results:
                 if r.norm == norm:
-                    rows.setdefault(r.attack, []).append(
+                    rows.setdefault(r.label, []).append(
                         (r.eps, r.robust_accuracy, r.ci_low, r.ci_high))
             rows[f"worst case ({norm})"] = [(w.eps, w.robust_accuracy, w.ci_low, w.ci_high)
                                             for w in report.worst_case if w.norm == norm]
@@ -218,7 +218,7 @@ def _html_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 def _report_rows(run: Run) -> list[list[object]]:
     assert run.report is not None
     rows: list[list[object]] = [
-        [r.attack, r.threat_model, r.norm, r.eps, r.robust_accuracy,
+        [r.label, r.threat_model, r.norm, r.eps, r.robust_accuracy,
          f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", r.success_rate, r.n]
         for r in sorted(run.report.results, key=lambda r: (r.norm, r.eps, r.attack))]
     rows += [[f"worst case ({w.norm})" if w.norm else "worst case", "all", w.norm, w.eps,

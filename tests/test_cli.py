@@ -145,6 +145,30 @@ def test_fool_evolves_confident_images_for_a_trained_checkpoint(
     assert probs[0, 0] >= 0.99 and probs[1, 7] >= 0.99
 
 
+def test_evaluate_cascade_option_writes_cascade_rows(tmp_path: Path) -> None:
+    trained = run("train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--seed", "0",
+                  "--out", str(tmp_path / "run"), "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    result = run("evaluate", "--model", str(tmp_path / "run"), "--data", "digits", "--attacks",
+                 "fgsm,pgd(steps=3)", "--eps", "0.1,0.2", "--n", "60", "--cascade",
+                 "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["provenance"]["cascade"] is True
+    rows = {(r["attack"], r["eps"]): r for r in report["results"]}
+    for eps in (0.1, 0.2):
+        assert rows[("fgsm", eps)]["cascade_after"] == []
+        pgd = rows[("pgd(steps=3)", eps)]
+        assert pgd["cascade_after"] == ["fgsm"]
+        # PGD attacked only what FGSM left robust, and its row is the worst case.
+        robust_after_fgsm = round(rows[("fgsm", eps)]["robust_accuracy"] * 60)
+        assert pgd["n_attacked"] == robust_after_fgsm
+        (worst,) = [w for w in report["worst_case"] if w["eps"] == eps]
+        assert pgd["robust_samples"] == worst["robust_samples"]
+    assert "cascade after fgsm" in (tmp_path / "eval" / "report.md").read_text()
+    assert any(f["check"] == "cascade" for f in report["findings"])
+
+
 def test_evaluate_never_tests_on_the_checkpoints_training_images(tmp_path: Path) -> None:
     """--seed seeds the attacks; the split stays the one the model was trained with."""
     trained = run("train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--seed", "0",

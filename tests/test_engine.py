@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterator
@@ -157,3 +158,60 @@ def test_a_resumed_evaluation_redoes_no_finished_shard_and_gives_the_same_report
     redo = _Counting()
     evaluate(*args, backend=redo, **kwargs)
     assert len(redo.ran) == 1
+
+
+CASCADE = ["fgsm", "pgd(steps=5,random_start=False)"]  # per sample, batch-independent
+
+
+@pytest.fixture(scope="module")
+def full_and_cascade(trained_convnet: nn.Module, mnist: Dataset
+                     ) -> tuple[RobustnessReport, RobustnessReport]:
+    args = (trained_convnet, mnist, CASCADE, [0.1, 0.2])
+    return (evaluate(*args, n=N, checks=False, batch_size=SHARD),
+            evaluate(*args, n=N, checks=False, batch_size=SHARD, cascade=True))
+
+
+def test_a_cascade_attacks_only_what_is_left_and_gives_the_same_worst_case(
+        full_and_cascade: tuple[RobustnessReport, RobustnessReport]) -> None:
+    full, cascade = full_and_cascade
+    for eps in (0.1, 0.2):
+        f_fgsm, c_fgsm = full.result("fgsm", eps), cascade.result("fgsm", eps)
+        # The first attack of a cascade is its own row.
+        assert dataclasses.replace(c_fgsm, seconds=0) == dataclasses.replace(f_fgsm, seconds=0)
+        c_pgd = cascade.result(CASCADE[1], eps)
+        assert c_pgd.cascade_after == ["fgsm"]
+        assert c_pgd.label == f"{CASCADE[1]} (cascade after fgsm)"
+        # PGD attacked exactly what FGSM left robust, and no more.
+        assert c_pgd.n_attacked == round(f_fgsm.robust_accuracy * N) < \
+            full.result(CASCADE[1], eps).n_attacked
+        assert c_pgd.gradient_evaluations < full.result(CASCADE[1], eps).gradient_evaluations
+        # A cascade row is the robust accuracy against both attacks: the worst case.
+        worst_full, worst_cascade = full.worst(eps), cascade.worst(eps)
+        assert c_pgd.robust_samples == worst_cascade.robust_samples
+        # The same measurement as every attack on every sample; per sample it may differ
+        # only where a float-level difference of another batch composition flips PGD.
+        differ = sum(a != b for a, b in zip(worst_full.robust_samples,
+                                            worst_cascade.robust_samples, strict=True))
+        assert differ <= 1, (eps, differ)
+        assert worst_cascade.broken_by["fgsm"] == worst_full.broken_by["fgsm"]
+    assert cascade.provenance["cascade"] is True and full.provenance["cascade"] is False
+
+
+def test_cascade_rows_survive_json_and_are_marked_in_the_table(
+        full_and_cascade: tuple[RobustnessReport, RobustnessReport]) -> None:
+    _, cascade = full_and_cascade
+    again = RobustnessReport.from_dict(json.loads(json.dumps(cascade.to_dict())))
+    assert again == cascade
+    assert f"{CASCADE[1]} (cascade after fgsm)" in cascade.table()
+
+
+def test_a_cascade_says_which_checks_it_could_not_run(trained_convnet: nn.Module,
+                                                      mnist: Dataset) -> None:
+    report = evaluate(trained_convnet, mnist, ["fgsm", "pgd(steps=5)"], [0.2], n=60,
+                      cascade=True)
+    checks = {f.check for f in report.findings}
+    assert "cascade" in checks
+    # PGD after FGSM never saw FGSM's breaks: comparing the two would be meaningless.
+    assert "iterative-vs-single-step" not in checks
+    with pytest.raises(ValueError, match="'cascade' parameter"):
+        evaluate(trained_convnet, mnist, ["fgsm"], [0.2], n=10, cascade="yes")  # type: ignore[arg-type]

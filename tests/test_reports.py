@@ -124,6 +124,20 @@ def test_a_model_compared_with_itself_shows_no_difference(
     assert all("no detectable difference" in line for line in doc["verdict"]), doc["verdict"]
 
 
+def test_a_cascade_run_is_not_paired_with_a_full_one_and_its_rows_say_cascade(
+        evaluated: dict[str, Path], digits: Dataset, tmp_path: Path) -> None:
+    model = build_model("mlp", digits.input_shape, digits.num_classes, seed=0)
+    train(model, digits.x_train, digits.y_train, epochs=10, seed=0, progress=False)
+    cascade = evaluate(model.eval(), digits, ATTACKS, EPS, n=150, seed=0, cascade=True)
+    write_report(cascade, tmp_path / "cascade")
+    runs = read_runs([evaluated["strong"], tmp_path / "cascade"])
+    assert "cascade evaluation" in pairing_problem(*runs)
+    doc = build_report([evaluated["strong"], tmp_path / "cascade"], tmp_path / "out")
+    assert not doc["comparisons"] and doc["not_paired"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "pgd(steps=5) (cascade after fgsm)" in html
+
+
 def test_runs_on_different_samples_are_not_paired_and_say_why(
         evaluated: dict[str, Path], digits: Dataset, tmp_path: Path) -> None:
     model = build_model("mlp", digits.input_shape, digits.num_classes, seed=0)

@@ -49,6 +49,13 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
                         "evaluate their transfer to --model (threat model 'transfer')")
     p.add_argument("--no-checks", action="store_true",
                    help="skip the sanity checks (not recommended)")
+    p.add_argument("--cascade", action="store_true",
+                   help="attack in a cascade, as AutoAttack does: each attack only on the "
+                        "samples the earlier ones (of its norm) left robust at that eps. The "
+                        "worst case is the same measurement for less work; each per-attack "
+                        "row becomes a cascade row (robust against that attack and every "
+                        "earlier one), and the checks that compare attacks with each other "
+                        "are limited (a finding says which)")
     add_backend_options(p, "the attacks (one task per attack x eps x 500 images)")
     p.add_argument("--resume-dir", type=Path, default=None, metavar="DIR",
                    help="keep every finished attack x eps x shard in DIR as it ends (whichever "
@@ -116,7 +123,7 @@ def _run(args: argparse.Namespace, out: Path, specs: list[AttackSpec], backend: 
     report = evaluate(loaded.model, data, specs, args.eps, n=n,
                       seed=args.seed, checks=not args.no_checks, source_model=source,
                       model_info=loaded.info, echo=print, backend=backend,
-                      resume_dir=args.resume_dir)
+                      resume_dir=args.resume_dir, cascade=args.cascade)
     write_report(report, out)
     from reports.page import write_run_page
 

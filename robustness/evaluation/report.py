@@ -18,15 +18,16 @@ from robustness.core.text import markdown_table
 from robustness.core.validation import check_json_schema
 
 # 2 added per-sample outcomes (``robust_samples``); 3 groups the worst case by (norm, eps)
-# (``WorstCase.norm``) and records clean correctness per sample (``clean_samples``).
-# Versions 1 and 2 still load.
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# (``WorstCase.norm``) and records clean correctness per sample (``clean_samples``); 4 adds
+# cascade rows (``AttackResult.cascade_after``). Versions 1 to 3 still load.
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 SEVERITIES = ("info", "warning", "error")
 SAMPLES_FILE = "samples.safetensors"
 CHECKS = ("non-determinism", "probability-outputs", "input-gradients",
           "iterative-vs-single-step", "gradient-free-beats-gradient", "monotone-eps",
-          "large-eps", "attack-inactive", "attack-no-effect", "weaker-than-reference")
+          "large-eps", "attack-inactive", "attack-no-effect", "weaker-than-reference",
+          "cascade")
 """The names of the sanity checks (:mod:`robustness.evaluation.checks`) a finding can have."""
 
 
@@ -39,6 +40,11 @@ class AttackResult:
     were correctly classified and therefore attacked. ``median_perturbation`` is the
     median norm of the successful adversarial examples (None if there were none);
     ``queries`` the median model evaluations per attacked sample.
+
+    ``cascade_after`` is empty for the attack's own result. A **cascade row**
+    (``evaluate(cascade=True)``) lists the attacks that ran before it: it attacked only
+    the samples they left robust, so ``robust_accuracy`` is against all of them together
+    and ``n_attacked`` / ``success_rate`` / ``queries`` describe its share of the work.
     """
 
     attack: str
@@ -57,6 +63,13 @@ class AttackResult:
     gradient_evaluations: int
     description: str
     robust_samples: str = ""  # per sample in data order: "1" robust, "0" not ("" if unknown)
+    cascade_after: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The attack, marked as a cascade row when it is one."""
+        return f"{self.attack} (cascade after {', '.join(self.cascade_after)})" \
+            if self.cascade_after else self.attack
 
 
 @dataclass(frozen=True)
@@ -228,7 +241,7 @@ class RobustnessReport:
     def table(self) -> str:
         """Per attack x eps Markdown table, worst case per eps last."""
         rows: list[list[object]] = [
-            [r.attack, r.threat_model, r.eps, r.robust_accuracy,
+            [r.label, r.threat_model, r.eps, r.robust_accuracy,
              f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", r.success_rate, r.median_perturbation,
              r.queries, r.seconds] for r in sorted(self.results, key=lambda r: (r.eps, r.attack))]
         rows += [[f"worst case ({w.norm})" if w.norm else "worst case", "all", w.eps,
@@ -273,6 +286,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "gradient_evaluations": {"type": "integer", "minimum": 0},
                 "description": {"type": "string"},
                 "robust_samples": _SAMPLES,
+                "cascade_after": {"type": "array", "items": {"type": "string"}},
             },
         }},
         "worst_case": {"type": "array", "items": {

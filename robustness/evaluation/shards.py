@@ -48,7 +48,8 @@ class ShardStore:
         self.key = key
 
     def _path(self, task: Task) -> Path:
-        name = json.dumps([task.spec.label, task.eps, task.start, task.stop])
+        name = json.dumps([task.spec.label, task.eps, task.start, task.stop]
+                          + ([list(task.samples)] if task.samples is not None else []))
         return self.dir / f"task-{hashlib.sha256(name.encode()).hexdigest()[:16]}.safetensors"
 
     def load(self, task: Task) -> TaskResult | None:
@@ -67,8 +68,7 @@ class ShardStore:
                 tensors = {k: f.get_tensor(k) for k in _TENSORS}
         except (SafetensorError, OSError, KeyError):
             return None
-        if meta.get("task") != self._path(task).name or len(tensors["fooled"]) != \
-                task.stop - task.start:
+        if meta.get("task") != self._path(task).name or len(tensors["fooled"]) != task.size:
             return None
         return TaskResult(task=task, seconds=float(meta["seconds"]),
                           **tensors, **{k: meta[k] for k in _TEXT})
