@@ -491,8 +491,10 @@ def test_ctrl_c_is_one_line_exit_130_and_no_run_directory(digits_run: Path,
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(
         [sys.executable, "-m", "robustness.cli", "evaluate", "--model", str(digits_run),
-         "--data", "digits", "--attacks", "genetic(generations=100000,early_stop=False)",
-         "--eps", "0.3",
+         # A million PGD steps without early stopping: still running when SIGINT comes,
+         # on any CPU (a genetic attack stops per sample once broken, and on a fast
+         # machine finished before the signal).
+         "--data", "digits", "--attacks", "pgd(steps=1000000)", "--eps", "0.3",
          "--n", "50", "--no-checks", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=Path(__file__).resolve().parents[1])
