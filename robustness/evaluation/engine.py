@@ -201,10 +201,8 @@ def run_task(task: Task, model: nn.Module, craft: nn.Module, x: torch.Tensor, y:
     unless this is a transfer evaluation).
     """
     attack = task.spec.build(task.eps, seed=seed)
-    if task.samples is None:
-        xs, ys = x[task.start:task.stop], y[task.start:task.stop]
-    else:
-        xs, ys = x[task.positions()], y[task.positions()]
+    where = slice(task.start, task.stop) if task.samples is None else task.positions()
+    xs, ys = x[where], y[where]
     # Transfer: perturb every sample, including those the source already gets wrong,
     # or they would reach the evaluated model unperturbed.
     batch = attack(craft, xs, ys, every_sample=transfer)
