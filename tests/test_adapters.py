@@ -23,6 +23,7 @@ from torch import nn
 from attacks.adapters import FoolboxAttack, QueryCounter, TorchattacksAttack
 from attacks.base import AdversarialBatch, perturbation_norm
 from attacks.gradient import FGSM, PGD
+from robustness.core.modes import fast_layout
 from robustness.core.validation import ParameterError
 
 needs_torchattacks = pytest.mark.torchattacks
@@ -76,8 +77,10 @@ def test_fgsm_matches_torchattacks(trained_convnet: nn.Module,
     x, y = correct64
     ours = FGSM(eps=0.1)(trained_convnet, x, y).x_adv
     theirs = torchattacks.FGSM(trained_convnet, eps=0.1)(x, y)
+    with fast_layout(trained_convnet, x) as x_fast:  # the layout our gradient attacks run in
+        theirs_fast = torchattacks.FGSM(trained_convnet, eps=0.1)(x_fast, y)
     adapted = TorchattacksAttack("FGSM", eps=0.1)(trained_convnet, x, y).x_adv
-    assert float((ours - theirs).abs().max()) <= 1e-6
+    assert float((ours - theirs_fast).abs().max()) <= 1e-6
     assert torch.equal(adapted, theirs)
 
 
@@ -104,12 +107,16 @@ def test_every_sample_perturbs_misclassified_inputs_like_torchattacks(
         assert torch.equal(direct.x_adv[wrong], x[wrong])
     assert direct.already_misclassified is None
     batch = ours(trained_convnet, x, y, every_sample=True)
-    assert float((batch.x_adv - theirs(x, y)).abs().max()) <= 1e-5
+    with fast_layout(trained_convnet, x) as x_fast:  # the layout our gradient attacks run in
+        reference = theirs(x_fast, y)
+    assert float((batch.x_adv - reference).abs().max()) <= 1e-5
     assert bool((batch.perturbation_norm[wrong] > 0.05).all())
     assert torch.equal(batch.already_misclassified, wrong)
     assert bool((batch.gradient_evaluations == ours.steps).all())
 
 
+# foolbox back-propagates into the weights too, which in channels_last torch warns about.
+@pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract")
 def test_fgsm_matches_foolbox(trained_convnet: nn.Module,
                               correct64: tuple[torch.Tensor, torch.Tensor]) -> None:
     import foolbox
@@ -117,10 +124,12 @@ def test_fgsm_matches_foolbox(trained_convnet: nn.Module,
     x, y = correct64
     ours = FGSM(eps=0.1)(trained_convnet, x, y).x_adv
     fmodel = foolbox.PyTorchModel(trained_convnet, bounds=(0.0, 1.0))
-    _, theirs, _ = foolbox.attacks.FGSM()(fmodel, x, foolbox.criteria.Misclassification(y),
-                                          epsilons=0.1)
+    criterion = foolbox.criteria.Misclassification(y)
+    _, theirs, _ = foolbox.attacks.FGSM()(fmodel, x, criterion, epsilons=0.1)
+    with fast_layout(trained_convnet, x) as x_fast:  # the layout our gradient attacks run in
+        _, theirs_fast, _ = foolbox.attacks.FGSM()(fmodel, x_fast, criterion, epsilons=0.1)
     adapted = FoolboxAttack("FGSM", eps=0.1)(trained_convnet, x, y).x_adv
-    assert float((ours - theirs).abs().max()) <= 1e-6
+    assert float((ours - theirs_fast).abs().max()) <= 1e-6
     assert torch.equal(adapted, theirs)
 
 

@@ -1,6 +1,6 @@
 """Model modes and the one batched no-grad forward pass every layer uses.
 
-torch is imported inside :func:`predict` only, so importing this module stays light.
+torch is imported inside the functions only, so importing this module stays light.
 """
 
 from __future__ import annotations
@@ -43,3 +43,85 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> tor
 
     with eval_mode(model), torch.no_grad():
         return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+# The probe that decides whether the channels_last layout may be used: a few images, and
+# logits that must agree within this tolerance (relative to the logits' scale).
+LAYOUT_PROBE = 8
+LAYOUT_RTOL = 1e-4
+
+
+@contextmanager
+def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Run a block with ``model``'s 4-D weights in ``channels_last``, then restore them.
+
+    Convolutions on CPU run about 1.4x (AVX-512) to 1.1x (AVX2) faster in ``channels_last``
+    for the same result up to float rounding. The weights are converted in place (the
+    parameters stay the same objects) and written back into their own storage afterwards,
+    also on errors and Ctrl-C; a change the block made to them is kept, not hidden.
+
+    The layout is used only if a probe forward on the first images of ``x`` runs in it
+    and gives the same logits within ``LAYOUT_RTOL`` of their scale; a model that
+    ``.view``-s a convolution's output, say, fails the probe and keeps its layout. A
+    model shared with another thread sees the converted weights during the block.
+
+    Parameters
+    ----------
+    model
+        The model, in the mode the block will use (the probe is a forward in that mode).
+    x
+        (N, C, H, W) inputs of the block; other shapes leave the model as it is.
+
+    Yields
+    ------
+    torch.Tensor
+        ``x`` in the layout the block runs in: a ``channels_last`` copy if the model's
+        weights are in it, else ``x`` itself.
+    """
+    import torch
+
+    converted, originals = [], []
+    if x.dim() == 4:
+        for module in model.modules():
+            for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                # Also weights that count as both (one input channel): their strides decide
+                # which kernel runs.
+                if tensor.dim() == 4 and tensor.is_contiguous():
+                    fast = torch.empty_like(tensor.data, memory_format=torch.channels_last)
+                    if fast.stride() != tensor.stride():
+                        converted.append(tensor)
+                        originals.append(tensor.data)
+    if not converted:
+        yield x
+        return
+
+    def set_layout(channels_last: bool) -> None:
+        for tensor, original in zip(converted, originals, strict=True):
+            if channels_last:
+                tensor.data = torch.empty_like(original, memory_format=torch.channels_last
+                                               ).copy_(original)
+            else:  # back into the very same storage, with whatever the block wrote
+                tensor.data = original.copy_(tensor.data)
+
+    probe = x[:LAYOUT_PROBE].detach()
+    applied = use = False
+    try:
+        with torch.no_grad():
+            before = model(probe)
+            set_layout(True)
+            applied = True
+            try:
+                after = model(probe)
+            except RuntimeError:  # e.g. .view() of a channels_last activation
+                after = None
+        if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor) \
+                and before.shape == after.shape:
+            scale = float(before.abs().amax()) if before.numel() else 0.0
+            use = bool(((before - after).abs() <= LAYOUT_RTOL * max(scale, 1.0)).all())
+        if not use:
+            set_layout(False)
+            applied = False
+        yield torch.empty_like(x, memory_format=torch.channels_last).copy_(x) if use else x
+    finally:
+        if applied:
+            set_layout(False)
