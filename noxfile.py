@@ -78,9 +78,11 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Speed benchmarks, each printing ratios against its peers measured in the same run.
 
-    ``benchmarks/bench_*.py``: attacks against torchattacks / foolbox, ensembles against
-    N x one member, t-SNE against scikit-learn, the collection app under load, evaluate()'s
-    peak memory. Pass a script name to run only that one: ``nox -s bench -- attacks``.
+    ``benchmarks/bench_*.py``: attacks against torchattacks / foolbox / ART, a 1,000-image
+    evaluate, ensembles against N x one member, t-SNE against scikit-learn, the collection
+    app under load, evaluate()'s peak memory, Ray. Each ends with its targets, met or
+    missed, and writes ``runs/bench/NAME.json``; ``benchmarks/summary.py`` then writes
+    ``docs/benchmarks.md``. Pass names to run only those: ``nox -s bench -- attacks``.
     """
     install(session, "collect", "ray")  # bench_collect serves the web app; bench_ray
     session.install(ART)  # a peer for the attack benchmark; needs neither torch nor torchvision
@@ -93,3 +95,5 @@ def bench(session: nox.Session) -> None:
         session.error(f"no benchmark named {unknown}; have {list(scripts)}")
     for script in (scripts[name] for name in chosen):
         session.run("python", str(script))
+    # docs/benchmarks.md: every record in runs/bench, each with its own date and machine.
+    session.run("python", "benchmarks/summary.py")

@@ -77,6 +77,8 @@ class QueryCounter(nn.Module):
     gradient_rows
         Inputs whose gradient was back-propagated to the input: the sum of ``B``
         over every backward pass that reached a forward call's input.
+    calls
+        Forward calls so far.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -87,10 +89,12 @@ class QueryCounter(nn.Module):
         self.training = model.training
         self.rows = 0
         self.gradient_rows = 0
+        self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, K) logits of the wrapped model."""
         self.rows += x.shape[0]
+        self.calls += 1
         if x.requires_grad and torch.is_grad_enabled():
             x = _CountInputGradient.apply(x, self)
         return self.model(x)

@@ -141,9 +141,12 @@ def main() -> int:
     if sorted(ids) != sorted(result["acked"]) or len(set(ids)) != len(ids):
         problems.append(f"{len(result['acked'])} acknowledged, {len(ids)} stored "
                         f"({len(set(ids))} distinct)")
+    latency = []
     for name in ("predict", "submit"):
         lat = sorted(result[name])
         p95 = lat[int(0.95 * (len(lat) - 1))]
+        latency.append(f"{name} p50 {1000 * statistics.median(lat):.1f} ms, p95 "
+                       f"{1000 * p95:.1f} ms ({len(lat)} requests)")
         print(f"{name:8s} p50 {1000 * statistics.median(lat):7.1f} ms   p95 {1000 * p95:7.1f} ms"
               f"   ({len(lat)} requests)")
     print(f"{len(result['acked'])} submissions acknowledged in {wall:.1f} s "
@@ -165,6 +168,15 @@ def main() -> int:
     server.kill()
     for p in problems:
         print(f"FAILED: {p}")
+    from robustness.bench import at_most, print_targets, write_record
+
+    targets = [at_most("collect: responses with 5xx under load", len(result["5xx"]), 0),
+               at_most("collect: acknowledged submissions lost after SIGKILL", len(lost), 0)]
+    print_targets(targets)
+    write_record(Path("runs/bench/collect.json"), "collect", targets, summary=[
+        *latency, f"{len(result['acked'])} submissions acknowledged in {wall:.1f} s by "
+        f"{CLIENTS} clients ({len(result['acked']) / wall:.0f}/s, each with a predict)"],
+        stored=len(ids), acknowledged=len(result["acked"]))
     return 1 if problems else 0
 
 

@@ -1,46 +1,58 @@
 """How much faster is an N-member ensemble than N single models, and which layout wins?
 
-Run as ``python benchmarks/bench_ensembles.py [--members 5] [--out runs/bench/ensembles.json]``
-(a few minutes on 2 cores). On the reference ConvNet and the 4,000-image `mnist`
-training split, in one process:
+Run as ``python benchmarks/bench_ensembles.py [--members 10,50] [--experiment quick]
+[--out runs/bench/ensembles.json]`` (about 15 minutes on 2 cores, most of it the N = 50
+side). On the reference ConvNet and the 4,000-image `mnist` training split, in one
+process, for each N:
 
 1. **Training**: ``ensembles.train_members`` (N members, a plain loop, channels_last,
    bf16 autocast where the CPU has AMX) against N x ``robustness.train.train`` of a
    single model the default way (contiguous, float32), same data, epochs and batch
-   size. Target: ratio <= 0.6.
+   size. Target (issue 16): ratio <= 0.6 at N = 10 and 50.
 2. **Inference and attack steps** on 1,000 test images: the Ensemble's member logits,
    and one forward + backward w.r.t. the input (the unit of a gradient attack),
-   against N x the same for single default models.
-3. **Layouts** for one forward + backward of N members (batch 256): loop contiguous,
-   loop channels_last, ``torch.func.vmap`` over stacked member weights (contiguous and
-   channels_last), and training-epoch time per precision (fp32, bf16) in both layouts.
+   against N x the same for single default models. Target: inference ratio <= 0.6.
+3. **Layouts** (first N only) for one forward + backward of N members (batch 256): loop
+   contiguous, loop channels_last, ``torch.func.vmap`` over stacked member weights, and
+   training-epoch time per precision (fp32, bf16) in both layouts.
 
-Times of section 2 and 3 are medians over repeats, timed round-robin (see
-``bench_attacks.interleaved_medians``); training is timed once per side (it is long
-and the sides run back to back). The ratio of the first section is therefore
-sensitive to load changes; the script prints the load average.
+Then, with ``--experiment quick`` (default) or ``full``, ``robustness experiment
+ensembles`` from scratch in a fresh directory, timed: targets <= 2 min (``--quick``) and
+<= 20 min (full).
+
+Times of sections 2 and 3 are medians over rounds timed round-robin
+(``robustness.bench.interleaved_times``); training is timed once per side (it is long
+and the sides run back to back), so its ratio is sensitive to load changes.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from bench_attacks import floor_step, interleaved_medians
-from machine import cpu_features, machine_line
 from torch import nn
 from torch.func import functional_call, stack_module_state
 from torch.nn import functional as F
 
 from ensembles import Ensemble, train_members
 from ensembles.members import default_precision
+from robustness.bench import (
+    Target,
+    at_most,
+    floor_step,
+    interleaved_times,
+    machine_line,
+    print_targets,
+    write_record,
+)
 from robustness.core.modes import predict
 from robustness.data import load_dataset
 from robustness.models import build_model
@@ -69,107 +81,147 @@ def vmap_step(members: list[nn.Module], channels_last: bool) -> Any:
     return step
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=int, default=5, help="N (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=2,
-                        help="training epochs per member (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed repeats of sections 2 and 3 (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/ensembles.json"),
-                        help="where to write the JSON results (default: %(default)s)")
-    args = parser.parse_args(argv)
-    n = args.members
-
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    load = os.getloadavg()[0]
-    precision = default_precision()
-    print(machine_line())
-    print(f"ensemble training precision {precision}")
-    data = load_dataset("mnist")
+def section(data: Any, n: int, epochs: int, repeats: int, layouts: bool) -> dict[str, Any]:
+    """Sections 1-3 for ensembles of ``n`` members."""
     shape, k = data.input_shape, data.num_classes
-
-    # 1. Training: N default single-model runs vs one ensemble run.
     start = time.perf_counter()
     singles = []
     for i in range(n):
         model = build_model("convnet", shape, k, seed=i)
-        train(model, data.x_train, data.y_train, epochs=args.epochs, seed=i, progress=False)
+        train(model, data.x_train, data.y_train, epochs=epochs, seed=i, progress=False)
         singles.append(model.eval())
     single_train = time.perf_counter() - start
     start = time.perf_counter()
-    ensemble = train_members(data, n, plan="uniform", epochs=args.epochs, progress=False)
+    ensemble = train_members(data, n, plan="uniform", epochs=epochs, progress=False)
     ensemble_train = time.perf_counter() - start
-    train_ratio = ensemble_train / single_train
 
-    # 2. Inference and attack steps, ensemble vs N x single default model.
     x, y = data.x_test, data.y_test
     xb, yb = x[:256], y[:256]
-    times = interleaved_medians({
+    times = interleaved_times({
         "single_predict": lambda: [predict(m, x) for m in singles],
         "ensemble_predict": lambda: ensemble.member_predictions(x),
         "single_grad": lambda: [floor_step(m, xb, yb) for m in singles],
         "ensemble_grad": lambda: floor_step(ensemble.with_aggregation("logit_mean"), xb, yb),
-    }, repeats=args.repeats)
-    predict_ratio = times["ensemble_predict"] / times["single_predict"]
-    grad_ratio = times["ensemble_grad"] / times["single_grad"]
+    }, repeats=repeats)
+    result: dict[str, Any] = {
+        "members": n, "single_x_n_train_s": single_train, "ensemble_train_s": ensemble_train,
+        "train_ratio": ensemble_train / single_train,
+        "predict_ratio": times["ensemble_predict"] / times["single_predict"],
+        "grad_ratio": times["ensemble_grad"] / times["single_grad"],
+        "seconds": {name: t.summary() for name, t in times.items()}}
+    print(f"\nN = {n}: training {n} ConvNet members x {epochs} epochs on "
+          f"{data.x_train.shape[0]} images")
+    print(f"  {n} x single train() (contiguous, fp32)   {single_train:8.1f} s")
+    print(f"  train_members                          {ensemble_train:8.1f} s   ratio "
+          f"{result['train_ratio']:.2f}")
+    print(f"  predict on {x.shape[0]} images: ratio {result['predict_ratio'].text()}; "
+          f"forward+backward w.r.t. input (batch {xb.shape[0]}): ratio "
+          f"{result['grad_ratio'].text()}")
+    if layouts:
+        result["layouts"] = layout_section(singles, xb, yb, data, repeats)
+    return result
 
-    # 3. Layouts of one forward + backward of N members, and of one training epoch.
+
+def layout_section(singles: list[nn.Module], xb: torch.Tensor, yb: torch.Tensor, data: Any,
+                   repeats: int) -> dict[str, Any]:
+    """Section 3: layouts of one forward + backward of the members, and of training."""
+    shape, k = data.input_shape, data.num_classes
     contiguous = [copy.deepcopy(m).eval() for m in singles]
     channels_last = [copy.deepcopy(m).to(memory_format=torch.channels_last).eval()
                      for m in singles]
     loop_cf, loop_cl = Ensemble(contiguous, "logit_mean"), Ensemble(channels_last, "logit_mean",
                                                                     channels_last=True)
-    layouts = interleaved_medians({
+    steps = interleaved_times({
         "loop, contiguous": lambda: floor_step(loop_cf, xb, yb),
         "loop, channels_last": lambda: floor_step(loop_cl, xb, yb),
         "vmap, contiguous": lambda: vmap_step(contiguous, False)(xb, yb),
         "vmap, channels_last": lambda: vmap_step(channels_last, True)(xb, yb),
-    }, repeats=args.repeats)
+    }, repeats=repeats)
 
     def epoch(fmt: torch.memory_format, prec: str) -> None:
         model = build_model("convnet", shape, k, seed=0).to(memory_format=fmt)
         train(model, data.x_train.contiguous(memory_format=fmt), data.y_train, epochs=1,
               progress=False, precision=prec)
 
-    epochs = interleaved_medians({
+    epochs = interleaved_times({
         f"{name}, {prec}": (lambda fmt=fmt, prec=prec: epoch(fmt, prec))
         for name, fmt in (("contiguous", torch.contiguous_format),
                           ("channels_last", torch.channels_last))
-        for prec in ("fp32", "bf16")}, repeats=max(1, args.repeats // 2))
-
-    print(f"\n1. Training {n} ConvNet members x {args.epochs} epochs on "
-          f"{data.x_train.shape[0]} images")
-    print(f"  {n} x single train() (contiguous, fp32)   {single_train:8.1f} s")
-    print(f"  train_members (channels_last, {precision})  {ensemble_train:8.1f} s   "
-          f"ratio {train_ratio:.2f}  (target <= {TARGET}: "
-          f"{'met' if train_ratio <= TARGET else 'NOT met'})")
-    print(f"\n2. Inference on {x.shape[0]} images and attack steps on {xb.shape[0]}")
-    print(f"  predict: {n} singles {times['single_predict']:.3f} s, ensemble "
-          f"{times['ensemble_predict']:.3f} s, ratio {predict_ratio:.2f}")
-    print(f"  forward+backward w.r.t. input: {n} singles {times['single_grad']:.3f} s, "
-          f"ensemble {times['ensemble_grad']:.3f} s, ratio {grad_ratio:.2f}")
-    print(f"\n3. Layouts: one forward + backward of {n} members (batch {xb.shape[0]})")
-    base = layouts["loop, contiguous"]
-    for name, t in layouts.items():
-        print(f"  {name:<22} {t * 1e3:8.1f} ms   x{t / base:.2f} of loop, contiguous")
-    print("   one training epoch of one member:")
+        for prec in ("fp32", "bf16")}, repeats=max(1, repeats // 2))
+    print(f"  layouts, one forward + backward of {len(singles)} members (batch "
+          f"{xb.shape[0]}):")
+    base = steps["loop, contiguous"]
+    for name, t in steps.items():
+        print(f"    {name:<22} {t.median * 1e3:8.1f} ms   x{(t / base).median:.2f}")
+    print("  one training epoch of one member:")
     base = epochs["contiguous, fp32"]
     for name, t in epochs.items():
-        print(f"  {name:<22} {t:8.2f} s    x{t / base:.2f} of contiguous, fp32")
+        print(f"    {name:<22} {t.median:8.2f} s    x{(t / base).median:.2f}")
+    return {"forward_backward_s": {n: t.summary() for n, t in steps.items()},
+            "training_epoch_s": {n: t.summary() for n, t in epochs.items()}}
 
-    result = {
-        "members": n, "epochs": args.epochs, "load_average": load, "precision": precision,
-        "cpu": cpu_features(),
-        "training": {"single_x_n_s": single_train, "ensemble_s": ensemble_train,
-                     "ratio": train_ratio, "target": TARGET, "met": train_ratio <= TARGET},
-        "inference": {**times, "predict_ratio": predict_ratio, "grad_ratio": grad_ratio},
-        "layouts_forward_backward_s": layouts, "layouts_training_epoch_s": epochs,
-        "torch": torch.__version__, "threads": threads,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+def time_experiment(kind: str) -> float:
+    """Seconds of ``robustness experiment ensembles [--quick]`` from scratch."""
+    with tempfile.TemporaryDirectory(prefix="bench-experiment-") as tmp:
+        command = [sys.executable, "-m", "robustness.cli", "experiment", "ensembles",
+                   "--out", str(Path(tmp) / "out"), *(["--quick"] if kind == "quick" else [])]
+        print(f"\n{' '.join(command[2:])}", flush=True)
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=lambda t: [int(v) for v in t.split(",")],
+                        default=[10, 50], help="comma-separated N (default: 10,50)")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="training epochs per member (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds of sections 2 and 3 (default: %(default)s)")
+    parser.add_argument("--experiment", choices=("none", "quick", "full"), default="quick",
+                        help="also time `robustness experiment ensembles` (default: quick)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/ensembles.json"),
+                        help="where to write the JSON results (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    precision = default_precision()
+    print(machine_line())
+    print(f"ensemble training precision {precision}")
+    data = load_dataset("mnist")
+
+    targets: list[Target] = []
+    sections = []
+    for i, n in enumerate(args.members):
+        result = section(data, n, args.epochs, args.repeats, layouts=i == 0)
+        targets += [
+            at_most(f"ensemble training / ({n} x one member)", result["train_ratio"], TARGET,
+                    note=f"{precision}, channels_last, timed once per side"),
+            at_most(f"ensemble inference / ({n} x one member)", result["predict_ratio"],
+                    TARGET)]
+        sections.append({**result, "predict_ratio": result["predict_ratio"].summary(),
+                         "grad_ratio": result["grad_ratio"].summary()})
+    summary = [f"N = {s['members']}: forward + backward w.r.t. the input / (N x one member) "
+               f"{s['grad_ratio']['median']:.2f}" for s in sections]
+    experiment = {}
+    if args.experiment != "none":
+        seconds = time_experiment(args.experiment)
+        experiment = {"kind": args.experiment, "seconds": seconds}
+        print(f"  {seconds:.0f} s")
+        if args.experiment == "quick":
+            targets.append(at_most("ensemble experiment --quick from scratch", seconds, 120,
+                                   unit=" s"))
+        else:
+            targets.append(at_most("ensemble experiment (full) from scratch", seconds, 1200,
+                                   unit=" s"))
+    if args.experiment != "full":
+        summary.append("the full ensemble experiment (target <= 20 min) is not timed by "
+                       "default: `python benchmarks/bench_ensembles.py --experiment full`")
+    print_targets(targets)
+    write_record(args.out, "ensembles", targets, summary=summary, sizes=sections,
+                 epochs=args.epochs, precision=precision, experiment=experiment)
     print(f"\nwrote {args.out}")
     return 0
 

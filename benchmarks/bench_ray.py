@@ -21,7 +21,6 @@ which ``docs/scaling.md`` projects from these two numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import cpu_features, machine_line
 
 from ensembles.members import train_members
+from robustness.bench import Timing, machine_line, write_record
 from robustness.core.backend import RayBackend, RayOptions
 from robustness.data import load_dataset
 
@@ -100,11 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"overhead per Ray task: {statistics.median(per_task) * 1e3:.1f} ms (median of "
           f"{args.repeats} x {n_tasks} empty tasks); putting the {tuple(data.x_train.shape)} "
           f"training tensor into the object store: {put_s * 1e3:.0f} ms, once per run")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "cpu": cpu_features(), "cpus": cpus, "members": args.members, "epochs": args.epochs,
-        "times_s": times, "ratio_ray_over_local": ratio, "startup_s": startup,
-        "overhead_per_task_s": statistics.median(per_task), "put_s": put_s}, indent=2))
+    spread = Timing(tuple(times["ray"])) / Timing(tuple(times["local"]))
+    write_record(args.out, "ray", [], summary=[
+        f"ensemble training, {args.members} members x {args.epochs} epochs: ray / local "
+        f"{spread.text()} (Ray: {cpus} tasks of 1 CPU at a time)",
+        f"Ray start-up {startup:.1f} s, once; overhead per task "
+        f"{statistics.median(per_task) * 1e3:.1f} ms; object-store put of the training "
+        f"tensor {put_s * 1e3:.0f} ms"],
+        cpus=cpus, members=args.members, epochs=args.epochs, times_s=times,
+        ratio_ray_over_local=ratio, startup_s=startup,
+        overhead_per_task_s=statistics.median(per_task), put_s=put_s)
     print(f"Wrote {args.out}")
     return 0
 

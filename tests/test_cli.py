@@ -31,7 +31,7 @@ def test_help_lists_every_command() -> None:
     names = [line.split()[0] for line in commands.splitlines() if line.startswith("    ")
              and not line.startswith("     ")]
     assert names == ["train", "demo", "attack", "evaluate", "fool", "list-attacks", "gate",
-                     "experiment", "report", "tsne", "dadc", "collect"]
+                     "experiment", "report", "tsne", "dadc", "collect", "bench"]
 
 
 def test_parsing_every_command_does_not_import_torch() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from robustness.cli.attack import add_attack_parser, cmd_attack
+from robustness.cli.bench import add_bench_parser, cmd_bench
 from robustness.cli.collect import add_collect_parser, cmd_collect
 from robustness.cli.common import Command, run_command
 from robustness.cli.dadc import add_dadc_parser, cmd_dadc
@@ -46,6 +47,7 @@ _COMMANDS: tuple[tuple[Callable[[Any], argparse.ArgumentParser], Command], ...] 
     (add_tsne_parser, cmd_tsne),
     (add_dadc_parser, cmd_dadc),
     (add_collect_parser, cmd_collect),
+    (add_bench_parser, cmd_bench),
 )
 
 
