@@ -106,9 +106,11 @@ def test_one_forward_per_generation(trained_convnet: nn.Module,
     model = CountingModel(trained_convnet)
     result = GeneticAttack(population=pop, elite=elite, generations=generations,
                            early_stop=False)(model, x, y)
-    # The template adds one validation probe before and one re-evaluation after.
-    assert len(model.batch_sizes) == generations + 2
-    attack_calls = model.batch_sizes[1:-1]
+    # The template adds a shape check (2 images) and the layout probe (two passes of 8)
+    # before, and one re-evaluation after.
+    assert len(model.batch_sizes) == generations + 4
+    assert model.batch_sizes[:3] == [2, 8, 8]
+    attack_calls = model.batch_sizes[3:-1]
     assert attack_calls == [20 * pop] + [20 * (pop - elite)] * (generations - 1)
     assert (result.queries == pop + (generations - 1) * (pop - elite)).all()
 
@@ -119,11 +121,27 @@ def test_early_stop_shrinks_the_batch_and_counts_queries(
     pop = 10
     model = CountingModel(trained_convnet)
     result = GeneticAttack(population=pop, generations=200)(model, x, y)
-    attack_calls = model.batch_sizes[1:-1]
+    attack_calls = model.batch_sizes[3:-1]  # after the shape check and the layout probe
     assert sum(attack_calls) == int(result.queries.sum())
     assert len(attack_calls) == 1 + (int(result.queries.max()) - pop) // (pop - 1)
     assert attack_calls == sorted(attack_calls, reverse=True)
     assert attack_calls[-1] < attack_calls[1]
+
+
+def test_give_up_spares_the_budget_on_samples_robust_at_this_eps(
+        trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """At eps 0.05 most images are robust: give_up stops those after a few windows
+    instead of spending 200 generations, and fools what the whole budget fools."""
+    x, y = attack_batch[0][:40], attack_batch[1][:40]
+    whole = GeneticAttack(eps=0.05, generations=200, give_up=False)(trained_convnet, x, y)
+    spared = GeneticAttack(eps=0.05, generations=200)(trained_convnet, x, y)
+    assert int(whole.success.sum()) < 30  # most are robust here
+    # Dropping samples changes later random draws; one image may go either way.
+    assert int(spared.success.sum()) >= int(whole.success.sum()) - 1
+    assert int(spared.queries.sum()) <= 0.5 * int(whole.queries.sum())
+    robust = ~spared.success
+    assert bool((spared.queries[robust] < 10 + 199 * 9).all())  # none spent the budget
+    assert budget_ok(spared.perturbation_norm, 0.05).all()
 
 
 def test_needs_no_gradients(trained_convnet: nn.Module,
@@ -210,6 +228,7 @@ def test_repr_and_class_attributes() -> None:
     ({"adaptive": 1}, "adaptive"),
     ({"patience": 0}, "patience"),
     ({"early_stop": "yes"}, "early_stop"),
+    ({"give_up": 0}, "give_up"),
     ({"targeted": None}, "targeted"),
     ({"seed": -1}, "seed"),
 ])
