@@ -136,6 +136,12 @@ class Collector:
 
     def _load(self, version: int, path: str) -> None:
         model, meta = load_checkpoint(path)
+        self._serve(version, path, model, meta)
+
+    def _serve(self, version: int, path: str, model: torch.nn.Module,
+               meta: CheckpointMeta) -> None:
+        """Switch the served model (no I/O: a round loads the checkpoint before it commits,
+        so a client that sees the round finished gets the new version right after)."""
         with self.lock:
             self.model, self.meta, self.version = model.eval(), meta, version
             self.model_path = path

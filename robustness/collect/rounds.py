@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import select, update
 
+from robustness.checkpoint import load_checkpoint
 from robustness.collect import db
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ def _work(c: Collector, n: int, ids: list[int], runner: Callable[..., dict[str, 
         npz = folder / "accepted.npz"
         export_npz(c, npz, unused_only=True)
         result = runner(c, n, npz, folder / "dadc", progress)
+        # Load before committing: the round reads "finished" only once its model is ready.
+        model, meta = load_checkpoint(result["model_path"])
         with c.engine.begin() as conn:
             last = conn.execute(select(db.models.c.version).order_by(
                 db.models.c.version.desc())).first()
@@ -133,7 +136,7 @@ def _work(c: Collector, n: int, ids: list[int], runner: Callable[..., dict[str, 
             conn.execute(update(db.rounds).where(db.rounds.c.n == n).values(
                 status="finished", finished=time.time(), model_version=version,
                 progress="finished", result=json.dumps(result)))
-        c._load(version, result["model_path"])
+        c._serve(version, result["model_path"], model, meta)
     except Exception as e:  # the server keeps serving; the round says what went wrong
         detail = "".join(traceback.format_exception_only(type(e), e)).strip()
         with c.engine.begin() as conn:
