@@ -6,6 +6,12 @@ mode afterwards, seeds the attack's randomness without touching the caller's
 global RNG, times the run, and then *re-evaluates the model on the returned
 inputs* to decide success, so an attack can never report a success the model
 does not confirm. Subclasses implement only :meth:`Attack._run`.
+
+The one exception is a row the attack's own forward pass already scored on exactly
+the returned pixels (``RunResult.predictions``, set by our gradient attacks for the
+iterate that fooled the model): its prediction is the model's, so it is not computed
+twice. Library adapters never set it, and the conformance suite re-runs the model on
+every row (``success_is_honest``).
 """
 
 from __future__ import annotations
@@ -136,6 +142,10 @@ class RunResult:
     x_adv: torch.Tensor  # (N, C, H, W)
     queries: torch.Tensor  # (N,) int64
     gradient_evaluations: torch.Tensor  # (N,) int64
+    # (N,) int64: the model's prediction on exactly this x_adv row, from a forward pass the
+    # attack ran anyway (in eval mode, on this model), or -1 where it has none. Rows the
+    # template's checks leave unchanged are not re-evaluated; every other row is.
+    predictions: torch.Tensor | None = None
 
 
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -293,7 +303,7 @@ class Attack(ABC):
                 result = runner._run(model, x_in, y, target)
                 elapsed = time.perf_counter() - start
                 x_adv = self._checked_output(result.x_adv, x)
-                predictions = predict(model, x_adv, batch_size=1024).argmax(1)
+                predictions = _predictions(model, x_adv, result)
             already = None
             if every_sample:
                 clean = predict(model, x, batch_size=1024).argmax(1)
@@ -361,6 +371,21 @@ class Attack(ABC):
         and the RNG seeded from ``self.seed``. ``target`` is set iff ``self.targeted``.
         Must return inputs in [0, 1] within the attack's budget.
         """
+
+
+def _predictions(model: nn.Module, x_adv: torch.Tensor, result: RunResult) -> torch.Tensor:
+    """(N,) predictions on the checked ``x_adv``: re-evaluated, except rows the attack's own
+    forward pass already scored on exactly these pixels (the last step's logits)."""
+    known = result.predictions
+    if known is None:
+        return predict(model, x_adv, batch_size=1024).argmax(1)
+    known = known.to(torch.int64)
+    same = (x_adv == result.x_adv.to(x_adv.dtype)).flatten(1).all(1)
+    fresh = (known < 0) | ~same
+    out = known.clone()
+    if bool(fresh.any()):
+        out[fresh] = predict(model, x_adv[fresh], batch_size=1024).argmax(1)
+    return out
 
 
 def budget_ok(delta_norm: torch.Tensor, eps: float, *, rel_tol: float = 1e-5) -> torch.Tensor:

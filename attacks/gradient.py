@@ -185,6 +185,7 @@ class GradientAttack(Attack):
         eps = float(self.eps or 0.0)
         n = x.shape[0]
         x_out = x.clone()  # (N, C, H, W): what is returned
+        predicted = torch.full((n,), -1, dtype=torch.int64)  # prediction on x_out, if known
         found = torch.zeros(n, dtype=torch.bool)  # an evaluated iterate fooled the model
         queries = torch.zeros(n, dtype=torch.int64)
         grads = torch.zeros(n, dtype=torch.int64)
@@ -208,6 +209,7 @@ class GradientAttack(Attack):
                     fooled = self._fooled(logits.detach(), lab)
                     if bool(fooled.any()):
                         x_out[idx[fooled]] = xa[fooled]
+                        predicted[idx[fooled]] = logits.detach()[fooled].argmax(1)
                         found[idx[fooled]] = True
                         if self.early_stop:
                             keep = ~fooled
@@ -223,12 +225,18 @@ class GradientAttack(Attack):
             # re-evaluation judges it; before another restart, check it here.
             pending = ~found[idx]
             x_out[idx[pending]] = xa[pending]
+            predicted[idx[pending]] = -1
             if restart + 1 < self.restarts:
                 with torch.no_grad():
-                    fooled = self._fooled(model(xa), lab)
+                    final = model(xa)
+                fooled = self._fooled(final, lab)
+                predicted[idx[pending]] = final[pending].argmax(1)
                 queries[idx] += 1
                 found[idx[fooled]] = True
-        return RunResult(x_adv=x_out, queries=queries, gradient_evaluations=grads)
+        # Samples fooled at an evaluated iterate come with that forward pass's prediction;
+        # the final, never evaluated iterates are judged by the template.
+        return RunResult(x_adv=x_out, queries=queries, gradient_evaluations=grads,
+                         predictions=predicted)
 
     def _run_every_sample(self, model: nn.Module, x: torch.Tensor,
                           labels: torch.Tensor) -> RunResult:

@@ -16,7 +16,8 @@ minutes on 2 cores). On the reference ConvNet, briefly trained, in one process:
 Times are medians over rounds after a warm-up, timed round-robin together with the floor
 (``robustness.bench.interleaved_times``), and each ratio's spread is over those rounds.
 Our full call adds a shape check, the layout probe and one verification forward pass
-(success is re-evaluated, never trusted); ``ours (attack loop)`` is ``_run`` alone.
+on the samples no step scored (success is re-evaluated, not trusted, except where a
+step's own logits scored those very pixels); ``ours (attack loop)`` is ``_run`` alone.
 foolbox also re-runs the model once to report success; torchattacks and ART do not. The
 script ends with the issue-16 targets, met or missed, and writes them to ``--out``.
 """
@@ -40,6 +41,7 @@ from attacks.adapters import QueryCounter
 from attacks.genetic import GeneticAttack
 from attacks.gradient import PGD
 from robustness.bench import (
+    FGSM_NOTE,
     GENETIC_SUCCESS_TARGET,
     PGD_EPS,
     PGD_STEP,
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     targets += genetic_targets(rows, untargeted, bound)
 
     print_targets(targets)
-    write_record(args.out, "attacks", targets, gradient=sections,
+    write_record(args.out, "attacks", targets, summary=[FGSM_NOTE], gradient=sections,
                  genetic={"targeted": rows, "untargeted": untargeted,
                           "targeted_pgd_bound": bound, "generations": args.generations},
                  art="run" if importlib.util.find_spec("art") else "skipped (not installed)",

@@ -1,9 +1,11 @@
-"""The fast memory layout of gradient attacks: same results, and the user's model untouched.
+"""The speed paths of our attacks, each held to giving the results of the plain path.
 
-Gradient attacks run the model with ``channels_last`` weights (``fast_layout``) because
-convolutions are ~1.4x faster so on CPU. These tests hold that speed path to what the
-issue asks: the same robust accuracy as the model's own layout, the weights given back
-in their own storage, and models that cannot run so left as they are.
+1. The fast memory layout: gradient and genetic attacks run the model with
+   ``channels_last`` weights (``fast_layout``) because convolutions are ~1.4x faster so on
+   CPU: the same robust accuracy as the model's own layout, the weights given back in
+   their own storage, and models that cannot run so left as they are.
+2. The last step's logits: a sample a gradient step already scored as fooled is not
+   re-evaluated by the template; its prediction is the model's own on those pixels.
 """
 
 from __future__ import annotations
@@ -122,3 +124,43 @@ def test_the_layout_does_not_hide_an_attack_that_changes_weights(
     with pytest.raises(AssertionError, match="model_restored"):
         check_attack(ChangesWeightsFast(eps=0.1, steps=1), model, x[:16], y[:16],
                      checks=["model_restored"])
+
+
+class CountingModel(nn.Module):
+    """Forwards to ``inner`` and records the batch size of every call."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.batch_sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("attack", [
+    PGD(eps=0.1, steps=10, step_size=0.02),
+    PGD(eps=0.1, steps=10, step_size=0.02, early_stop=True),
+    PGD(eps=0.1, steps=5, step_size=0.03, restarts=2),
+    FGSM(eps=0.1),
+], ids=["pgd", "pgd-early-stop", "pgd-restarts", "fgsm"])
+def test_reused_predictions_are_the_models_own_and_save_the_re_evaluation(
+        trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor],
+        attack: PGD) -> None:
+    x, y = attack_batch
+    model = CountingModel(trained_convnet)
+    batch = attack(model, x, y)
+    with torch.no_grad():
+        fresh = trained_convnet(batch.x_adv).argmax(1)
+    assert torch.equal(batch.predictions, fresh)
+    assert torch.equal(batch.success, fresh != y)
+    # The template's last call re-evaluates only what no step scored: fewer than all.
+    scored = int(batch.success.sum())
+    assert 0 < scored < x.shape[0]
+    if isinstance(attack, FGSM):  # one step: only inputs wrong from the start were scored
+        with torch.no_grad():
+            wrong = int((trained_convnet(x).argmax(1) != y).sum())
+        assert model.batch_sizes[-1] == x.shape[0] - wrong
+    else:  # a sample fooled only by its final, never scored iterate is re-evaluated
+        assert x.shape[0] - scored <= model.batch_sizes[-1] < x.shape[0]
