@@ -206,13 +206,21 @@ class GeneticAttack(Attack):
             queries[idx] += m
 
             if self.early_stop:
-                done = hit.any(1)  # (A,)
-                if bool(done.any()):
-                    # Of the fooling individuals keep the fittest: its misclassification
-                    # has the widest margin, so the template's re-evaluation confirms it.
-                    pick = fit.masked_fill(~hit, float("-inf")).argmax(1)[done]
-                    x_out[idx[done]] = self._apply(xa[done], delta[done, pick])
-                    keep = ~done
+                # A fooled sample stops with the fittest fooling individual: its
+                # misclassification has the widest margin, so the template confirms it.
+                stop = hit.any(1)  # (A,)
+                pick = fit.masked_fill(~hit, float("-inf")).argmax(1)
+                if self.give_up and (generation + 1) % window == 0:
+                    top = fit.amax(1)  # (A,) the elite's fitness, never falling
+                    left = self.generations - generation - 1
+                    if generation + 1 >= 2 * window and left > 0:
+                        reach = top + (top - judged) / window * left
+                        hopeless = ~stop & (reach < self._fooling_fitness(logits.shape[1]))
+                        stop, pick = stop | hopeless, torch.where(hopeless, fit.argmax(1), pick)
+                    judged = top
+                if bool(stop.any()):
+                    x_out[idx[stop]] = self._apply(xa[stop], delta[stop, pick[stop]])
+                    keep = ~stop
                     idx, xa, lab = idx[keep], xa[keep], lab[keep]
                     delta, fit, hit = delta[keep], fit[keep], hit[keep]
                     rho, alpha = rho[keep], alpha[keep]
@@ -220,25 +228,6 @@ class GeneticAttack(Attack):
                     judged = judged[keep]
                     if idx.numel() == 0:
                         break
-                if self.give_up and (generation + 1) % window == 0:
-                    top = fit.amax(1)  # (A,) the elite's fitness, never falling
-                    left = self.generations - generation - 1
-                    if generation + 1 >= 2 * window and left > 0:
-                        reach = top + (top - judged) / window * left
-                        hopeless = reach < self._fooling_fitness(logits.shape[1])
-                        if bool(hopeless.any()):
-                            winner = fit[hopeless].argmax(1)
-                            x_out[idx[hopeless]] = self._apply(
-                                xa[hopeless], delta[hopeless, winner])
-                            keep = ~hopeless
-                            idx, xa, lab = idx[keep], xa[keep], lab[keep]
-                            delta, fit, hit = delta[keep], fit[keep], hit[keep]
-                            rho, alpha = rho[keep], alpha[keep]
-                            best, stalled, plateaus = best[keep], stalled[keep], plateaus[keep]
-                            top = top[keep]
-                            if idx.numel() == 0:
-                                break
-                    judged = top
 
             if self.adaptive:
                 top = fit.amax(1)
