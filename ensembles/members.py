@@ -2,7 +2,8 @@
 
 Layout. Each member is one task of a :mod:`robustness.core.backend`: locally they are
 trained one after another; with ``backend="ray"`` one Ray task per member. Each is trained in
-``channels_last`` memory format and, on CPUs with AMX, with bfloat16 autocast.
+``channels_last`` memory format and, on CPUs with native bfloat16 (AMX or AVX512-BF16),
+with bfloat16 autocast.
 ``benchmarks/bench_ensembles.py`` measures the alternatives on the machine at hand:
 stacking members with ``torch.func.vmap`` (or grouped convolutions) was slower than
 the loop on CPU; ``channels_last`` roughly halves a ConvNet's time.
@@ -56,9 +57,18 @@ class EnsembleResumeError(ParameterError):
 
 
 def default_precision() -> str:
-    """``"bf16"`` on CPUs with AMX tiles (bfloat16 matmul units), else ``"fp32"``."""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return "bf16" if amx is not None and amx() else "fp32"
+    """``"bf16"`` on CPUs with native bfloat16 arithmetic (AMX tiles, or AVX512-BF16),
+    else ``"fp32"``: on AVX2 alone bf16 autocast is emulated and slower than float32.
+
+    Measured for one member's epoch (``benchmarks/bench_ensembles.py``): AVX512-BF16
+    without AMX, channels_last bf16 0.71 x contiguous fp32 against 0.96 x for
+    channels_last fp32; AMX about 0.5 x.
+    """
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        supported = getattr(torch.cpu, probe, None)
+        if supported is not None and supported():
+            return "bf16"
+    return "fp32"
 
 
 @dataclass(frozen=True)
