@@ -127,18 +127,21 @@ def _genetic_row(name: str, model: nn.Module, x: torch.Tensor, x_adv: torch.Tens
             "seconds": seconds, "max_linf": float((x_adv - x).abs().amax()), "note": note}
 
 
-def targeted_pgd_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Targeted success of a strong white-box attack (PGD-200, 5 restarts) at eps 0.3:
-    about as far as any targeted attack gets on these images."""
-    attack = PGD(eps=EPS, steps=200, step_size=0.01, restarts=5, targeted=True,
+def pgd_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targeted: bool) -> float:
+    """Success of a strong white-box attack (PGD-200, 5 restarts) at eps 0.3, targeted at
+    ``(y + 1) mod 10`` or not: about as far as any attack gets on these images."""
+    attack = PGD(eps=EPS, steps=200, step_size=0.01, restarts=5, targeted=targeted,
                  early_stop=True)
-    return float(attack(model, x, y, target=(y + 1) % 10).success.float().mean())
+    target = (y + 1) % 10 if targeted else None
+    return float(attack(model, x, y, target=target).success.float().mean())
 
 
 def genetic_targets(rows: list[dict[str, Any]], untargeted: dict[str, Any],
-                    bound: float) -> list[Target]:
+                    bound: float, untargeted_bound: float) -> list[Target]:
     """The genetic attack's issue-16 targets."""
     ours, theirs = rows
+    n = untargeted["n"]
+    missed = n - round(untargeted["success_rate"] * n)
     why = (f"targeted PGD-200 with 5 restarts reaches only {bound:.0%} of these images at "
            f"eps {EPS}: the rest have no targeted example a strong white-box attack finds, "
            f"on this briefly trained model (the paper's figure is on its own MNIST model)")
@@ -151,7 +154,10 @@ def genetic_targets(rows: list[dict[str, Any]], untargeted: dict[str, Any],
         at_most("genetic targeted median queries among successes",
                 float("inf") if won is None else won, PAPER_MEDIAN_QUERIES),
         at_least("genetic untargeted success", untargeted["success_rate"],
-                 GENETIC_SUCCESS_TARGET),
+                 GENETIC_SUCCESS_TARGET, note=f"white-box bound {untargeted_bound:.2f}",
+                 missed_because=f"{missed} of {n} images not fooled within "
+                                f"{untargeted['generations']} generations; a score-based "
+                                f"search without gradients falls short of PGD there"),
         at_least("genetic model inputs, foolbox GenAttack / ours", fewer, FEWER_CALLS_TARGET,
                  note=f"success ours {ours['success_rate']:.2f}, foolbox "
                       f"{theirs['success_rate']:.2f}"),
@@ -205,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     gx, gy = data.x_test[correct][:50], data.y_test[correct][:50]
     rows = genetic_rows(model, gx, gy, args.generations)
     untargeted = genetic_summary(model, gx, gy, targeted=False, generations=args.generations)
-    bound = targeted_pgd_bound(model, gx, gy)
+    bound = pgd_bound(model, gx, gy, targeted=True)
+    untargeted_bound = pgd_bound(model, gx, gy, targeted=False)
     print(f"\nGenetic, targeted at (y + 1) mod 10, eps {EPS}, population 10, "
           f"<= {args.generations} generations, {gx.shape[0]} images")
     print(f"  {'library':<22} {'success':>8} {'med. queries':>13} {'(successes)':>12} "
@@ -217,13 +224,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{g['seconds']:>8.1f}  {g['note']}")
     print(f"  ours, untargeted: success {untargeted['success_rate']:.2f}, median queries "
           f"{untargeted['median_queries']:.0f}")
-    print(f"  targeted PGD-200 x 5 restarts (white-box bound): success {bound:.2f}")
-    targets += genetic_targets(rows, untargeted, bound)
+    print(f"  PGD-200 x 5 restarts (white-box bound): targeted success {bound:.2f}, "
+          f"untargeted {untargeted_bound:.2f}")
+    targets += genetic_targets(rows, untargeted, bound, untargeted_bound)
 
     print_targets(targets)
     write_record(args.out, "attacks", targets, summary=[FGSM_NOTE], gradient=sections,
                  genetic={"targeted": rows, "untargeted": untargeted,
-                          "targeted_pgd_bound": bound, "generations": args.generations},
+                          "targeted_pgd_bound": bound, "untargeted_pgd_bound": untargeted_bound,
+                          "generations": args.generations},
                  art="run" if importlib.util.find_spec("art") else "skipped (not installed)",
                  model={"name": "convnet", "data": "mnist", "epochs": args.train_epochs,
                         "clean_accuracy": float(correct.float().mean())})
