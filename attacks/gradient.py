@@ -149,8 +149,8 @@ class GradientAttack(Attack):
 
     name: ClassVar[str] = "gradient"
     threat_model: ClassVar[str] = "white-box"
-    # The loop is all model passes: channels_last weights make them ~1.4x (AVX-512) to
-    # ~1.1x (AVX2) faster; the probe keeps a model that cannot run so as it is.
+    # The loop is all model passes: channels_last weights make them faster (0.71-0.89x
+    # the time on AVX-512, 0.93x on AVX2); the probe keeps a model that cannot run so.
     memory_layout: ClassVar[str] = "fastest"
 
     def __init__(self, *, norm: str = "linf", eps: float = 0.3, steps: int = 40,

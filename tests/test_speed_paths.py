@@ -1,7 +1,7 @@
 """The speed paths of our attacks, each held to giving the results of the plain path.
 
 1. The fast memory layout: gradient and genetic attacks run the model with
-   ``channels_last`` weights (``fast_layout``) because convolutions are ~1.4x faster so on
+   ``channels_last`` weights (``fast_layout``) because convolutions are faster so on
    CPU: the same robust accuracy as the model's own layout, the weights given back in
    their own storage, and models that cannot run so left as they are.
 2. The last step's logits: a sample a gradient step already scored as fooled is not

@@ -55,8 +55,9 @@ LAYOUT_RTOL = 1e-4
 def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
     """Run a block with ``model``'s 4-D weights in ``channels_last``, then restore them.
 
-    Convolutions on CPU run about 1.4x (AVX-512) to 1.1x (AVX2) faster in ``channels_last``
-    for the same result up to float rounding. The weights are converted in place (the
+    Convolutions on CPU run faster in ``channels_last`` for the same result up to float
+    rounding: a ConvNet's forward + backward at batch 256 took 0.71-0.89x the time on
+    AVX-512, 0.93x on AVX2 (``docs/benchmarks.md``). The weights are converted in place (the
     parameters stay the same objects) and written back into their own storage afterwards,
     also on errors and Ctrl-C; a change the block made to them is kept, not hidden.
 
