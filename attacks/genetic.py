@@ -208,18 +208,20 @@ class GeneticAttack(Attack):
             if self.early_stop:
                 # A fooled sample stops with the fittest fooling individual: its
                 # misclassification has the widest margin, so the template confirms it.
-                stop = hit.any(1)  # (A,)
-                pick = fit.masked_fill(~hit, float("-inf")).argmax(1)
+                fooled = hit.any(1)  # (A,)
+                stop = fooled
                 if self.give_up and (generation + 1) % window == 0:
                     top = fit.amax(1)  # (A,) the elite's fitness, never falling
                     left = self.generations - generation - 1
                     if generation + 1 >= 2 * window and left > 0:
                         reach = top + (top - judged) / window * left
-                        hopeless = ~stop & (reach < self._fooling_fitness(logits.shape[1]))
-                        stop, pick = stop | hopeless, torch.where(hopeless, fit.argmax(1), pick)
+                        stop = fooled | (reach < self._fooling_fitness(logits.shape[1]))
                     judged = top
                 if bool(stop.any()):
-                    x_out[idx[stop]] = self._apply(xa[stop], delta[stop, pick[stop]])
+                    # Hopeless samples keep their fittest individual (masking by hit is a
+                    # no-op where nothing fooled the model).
+                    pick = fit.masked_fill(~hit & fooled[:, None], float("-inf"))[stop].argmax(1)
+                    x_out[idx[stop]] = self._apply(xa[stop], delta[stop, pick])
                     keep = ~stop
                     idx, xa, lab = idx[keep], xa[keep], lab[keep]
                     delta, fit, hit = delta[keep], fit[keep], hit[keep]

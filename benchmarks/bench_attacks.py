@@ -50,10 +50,8 @@ from robustness.bench import (
     at_least,
     at_most,
     genetic_summary,
-    gradient_section,
-    gradient_targets,
+    gradient_sections,
     machine_line,
-    print_gradient_table,
     print_targets,
     write_record,
 )
@@ -189,22 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ConvNet trained {args.train_epochs} epochs: clean accuracy "
           f"{float(correct.float().mean()):.3f}")
 
-    targets: list[Target] = []
-    sections: dict[str, Any] = {}
-    for batch in (32, 256):
-        x, y = data.x_test[:batch], data.y_test[:batch]
-        for kind, k in (("pgd", PGD_STEPS), ("fgsm", 1)):
-            art = art_pgd(model, x, y) if kind == "pgd" else None
-            times, ratios = gradient_section(
-                model, x, y, kind=kind, repeats=args.repeats * (1 if kind == "pgd" else 4),
-                extra={"ART": art} if art is not None else None)
-            label = f"PGD-{PGD_STEPS} (L-inf, eps {EPS}, step {PGD_STEP})" if kind == "pgd" \
-                else f"FGSM (eps {EPS})"
-            print_gradient_table(f"{label}, batch {batch}", times, ratios, k)
-            targets += gradient_targets(kind, batch, ratios)
-            sections[f"{kind}_batch{batch}"] = {
-                "seconds": {n: t.summary() for n, t in times.items()},
-                "ratio_to_floor": {n: t.summary() for n, t in ratios.items()}}
+    def art(x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], object]]:
+        fn = art_pgd(model, x, y)
+        return {"ART": fn} if fn is not None else {}
+
+    targets, sections = gradient_sections(model, data.x_test, data.y_test, batches=(32, 256),
+                                          repeats=args.repeats, extra=art)
     if importlib.util.find_spec("art") is None:
         print("\nART: not installed, skipped")
 

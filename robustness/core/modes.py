@@ -87,11 +87,10 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
             for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
                 # Also weights that count as both (one input channel): their strides decide
                 # which kernel runs.
-                if tensor.dim() == 4 and tensor.is_contiguous():
-                    fast = torch.empty_like(tensor.data, memory_format=torch.channels_last)
-                    if fast.stride() != tensor.stride():
-                        converted.append(tensor)
-                        originals.append(tensor.data)
+                if tensor.dim() == 4 and tensor.is_contiguous() \
+                        and tensor.stride() != _channels_last_strides(tensor.shape):
+                    converted.append(tensor)
+                    originals.append(tensor.data)
     if not converted:
         yield x
         return
@@ -126,3 +125,9 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
     finally:
         if applied:
             set_layout(False)
+
+
+def _channels_last_strides(shape: torch.Size) -> tuple[int, ...]:
+    """The strides of a ``channels_last`` tensor of (N, C, H, W) ``shape``."""
+    _, c, h, w = shape
+    return (c * h * w, 1, w * c, c)
