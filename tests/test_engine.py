@@ -46,6 +46,12 @@ def test_sharded_tasks_merged_in_any_order_equal_the_local_run(
     with eval_mode(trained_convnet):
         results = [run_task(t, trained_convnet, trained_convnet, xa, ya, seed=0, transfer=False)
                    for t in the_plan.tasks]
+        # The same tasks indexing the full sample (what evaluate() does, with no copy).
+        indexed = [run_task(t, trained_convnet, trained_convnet, x, y, seed=0, transfer=False,
+                            attacked=correct.nonzero().squeeze(1)) for t in the_plan.tasks]
+    for a, b in zip(results, indexed, strict=True):
+        assert a.fooled.tolist() == b.fooled.tolist()
+        assert a.perturbation_norm.tolist() == b.perturbation_norm.tolist()
     random.Random(0).shuffle(results)  # e.g. shards coming back from workers
     outcomes, worst = merge(the_plan, results, correct)
     for o in outcomes:

@@ -77,6 +77,40 @@ def test_channels_last_gives_the_same_robust_accuracy(
     assert torch.equal(fast.gradient_evaluations, given.gradient_evaluations)
 
 
+def test_the_probes_verdict_is_reused_only_while_the_model_is_the_same(
+        attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    from robustness.models import build_model
+
+    x, _ = attack_batch
+    model = build_model("convnet", (1, 28, 28), 10, seed=0).eval()
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+
+    def probes() -> tuple[int, bool]:
+        """Forward passes the layout probe ran for one block, and whether it converted."""
+        sizes.clear()
+        outside = _layout(model)
+        with fast_layout(model, x) as x_fast:
+            converted = _layout(model) != outside
+            assert (x_fast is x) != converted  # a channels_last copy only if converted
+        assert _layout(model) == outside
+        return len(sizes), converted
+
+    assert probes() == (2, True)  # before and after the conversion
+    assert probes() == (0, True)  # the same model, weights and inputs: the verdict is kept
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.0)  # an in-place change, as an optimizer step makes
+    assert probes() == (2, True)
+    model.train()  # another mode is another forward: dropout makes the two probes differ
+    assert probes() == (2, False)
+    assert probes() == (0, False)
+    model.eval()
+    assert probes() == (2, True)
+    sizes.clear()
+    with fast_layout(model, x[:, :, :27, :27]):  # another input shape
+        assert len(sizes) == 2
+
+
 class ViewsActivations(nn.Module):
     """A model that ``.view``-s a convolution's output, which channels_last cannot do."""
 
@@ -96,9 +130,10 @@ def test_a_model_that_cannot_run_in_channels_last_keeps_its_layout(
     model = ViewsActivations().eval()
     x, y = attack_batch
     before = _layout(model)
-    with fast_layout(model, x) as x_fast:
-        assert x_fast is x
-        assert _layout(model) == before
+    for _ in range(2):  # the probe's verdict, then the kept one
+        with fast_layout(model, x) as x_fast:
+            assert x_fast is x
+            assert _layout(model) == before
     attack = PGD(eps=0.1, steps=3, step_size=0.05)
     batch = attack(model, x, y)  # runs, in the model's own layout
     assert torch.equal(batch.x_adv, _as_given(attack)(model, x, y).x_adv)

@@ -5,7 +5,8 @@ torch is imported inside the functions only, so importing this module stays ligh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import weakref
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,12 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> tor
 # logits that must agree within this tolerance (relative to the logits' scale).
 LAYOUT_PROBE = 8
 LAYOUT_RTOL = 1e-4
+# model -> (what the probe saw, its verdict). An evaluation calls an attack on the same
+# model for every shard, eps and restart: the probe's two forward passes were ~3% of a
+# PGD-10 call at batch 32. The verdict is reused only while everything it depends on is
+# unchanged (see _layout_key); weak keys, so a model is not kept alive by the cache.
+_LAYOUT_VERDICTS: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, bool]] = \
+    weakref.WeakKeyDictionary()
 
 
 @contextmanager
@@ -63,8 +70,10 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
 
     The layout is used only if a probe forward on the first images of ``x`` runs in it
     and gives the same logits within ``LAYOUT_RTOL`` of their scale; a model that
-    ``.view``-s a convolution's output, say, fails the probe and keeps its layout. A
-    model shared with another thread sees the converted weights during the block.
+    ``.view``-s a convolution's output, say, fails the probe and keeps its layout. The
+    verdict is kept for the next block on the same model while its submodules, hooks,
+    modes, weights (storage and in-place version) and the inputs' shape and dtype stay the
+    same. A model shared with another thread sees the converted weights during the block.
 
     Parameters
     ----------
@@ -103,28 +112,49 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
             else:  # back into the very same storage, with whatever the block wrote
                 tensor.data = original.copy_(tensor.data)
 
+    key = _layout_key(model, converted, x)
+    known = _LAYOUT_VERDICTS.get(model)
+    if known is not None and known[0] == key and not known[1]:
+        yield x
+        return
     probe = x[:LAYOUT_PROBE].detach()
     applied = use = False
     try:
-        with torch.no_grad():
-            before = model(probe)
+        if known is not None and known[0] == key:
             set_layout(True)
-            applied = True
-            try:
-                after = model(probe)
-            except RuntimeError:  # e.g. .view() of a channels_last activation
-                after = None
-        if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor) \
-                and before.shape == after.shape:
-            scale = float(before.abs().amax()) if before.numel() else 0.0
-            use = bool(((before - after).abs() <= LAYOUT_RTOL * max(scale, 1.0)).all())
-        if not use:
-            set_layout(False)
-            applied = False
+            applied = use = True
+        else:
+            with torch.no_grad():
+                before = model(probe)
+                set_layout(True)
+                applied = True
+                try:
+                    after = model(probe)
+                except RuntimeError:  # e.g. .view() of a channels_last activation
+                    after = None
+            if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor) \
+                    and before.shape == after.shape:
+                scale = float(before.abs().amax()) if before.numel() else 0.0
+                use = bool(((before - after).abs() <= LAYOUT_RTOL * max(scale, 1.0)).all())
+            _LAYOUT_VERDICTS[model] = (key, use)
+            if not use:
+                set_layout(False)
+                applied = False
         yield torch.empty_like(x, memory_format=torch.channels_last).copy_(x) if use else x
     finally:
         if applied:
             set_layout(False)
+
+
+def _layout_key(model: nn.Module, converted: list[torch.Tensor],
+                x: torch.Tensor) -> Hashable:
+    """Everything the layout probe's verdict depends on, cheap to compare: the inputs'
+    shape and dtype, each submodule (identity, mode, hooks) and each converted weight
+    (storage and in-place version: an optimizer step or a load changes it)."""
+    modules = tuple((id(m), m.training, tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
+                    for m in model.modules())
+    weights = tuple((id(t), t.data_ptr(), t._version, tuple(t.shape)) for t in converted)
+    return tuple(x.shape[1:]), x.dtype, modules, weights
 
 
 def _channels_last_strides(shape: torch.Size) -> tuple[int, ...]:

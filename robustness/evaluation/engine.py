@@ -194,14 +194,19 @@ def cascade_tasks(the_plan: Plan, spec: AttackSpec,
 
 
 def run_task(task: Task, model: nn.Module, craft: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             *, seed: int, transfer: bool) -> TaskResult:
-    """Run one task on the attacked samples ``x[start:stop]`` (models already in eval mode).
+             *, seed: int, transfer: bool, attacked: torch.Tensor | None = None) -> TaskResult:
+    """Run one task on its shard of the attacked samples (models already in eval mode).
 
     Adversarial inputs are crafted on ``craft`` and judged on ``model`` (the same module
-    unless this is a transfer evaluation).
+    unless this is a transfer evaluation). ``x`` (N, C, H, W) and ``y`` (N,) hold the
+    attacked samples only, or every sample with ``attacked`` (A,) int64 giving the
+    attacked ones' indices, so that no copy of the attacked images is needed.
     """
     attack = task.spec.build(task.eps, seed=seed)
-    where = slice(task.start, task.stop) if task.samples is None else task.positions()
+    where: slice | torch.Tensor = \
+        slice(task.start, task.stop) if task.samples is None else task.positions()
+    if attacked is not None:
+        where = attacked[where]
     xs, ys = x[where], y[where]
     # Transfer: perturb every sample, including those the source already gets wrong,
     # or they would reach the evaluated model unperturbed.
@@ -225,11 +230,12 @@ class _Merged:
 
 
 def _shared_task(task: Task, *, model: nn.Module, craft: nn.Module | None, x: torch.Tensor,
-                 y: torch.Tensor, seed: int, transfer: bool) -> TaskResult:
+                 y: torch.Tensor, attacked: torch.Tensor, seed: int,
+                 transfer: bool) -> TaskResult:
     """:func:`run_task` with the objects a backend shares between tasks (``craft`` None:
     the evaluated model itself, shipped once)."""
     return run_task(task, model, model if craft is None else craft, x, y, seed=seed,
-                    transfer=transfer)
+                    transfer=transfer, attacked=attacked)
 
 
 def _echo_run(echo: Callable[[str], None], shards: list[TaskResult]) -> None:
@@ -457,13 +463,15 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_meta: dic
                 raise invalid(OWNER, "source_model", f"a model with {num_classes} classes like "
                               "the evaluated one", f"{k} classes", raw=True)
         correct = predict(model, x).argmax(1) == y  # (N,): only these are attacked
-        xa, ya = x[correct], y[correct]
-        the_plan = plan(parse_plan.specs, parse_plan.eps, n_attacked=len(xa), seed=seed,
+        # Indices, not x[correct]: a copy of every attacked image would make the peak
+        # memory grow with n instead of with the batch size.
+        attacked = correct.nonzero().squeeze(1)
+        the_plan = plan(parse_plan.specs, parse_plan.eps, n_attacked=len(attacked), seed=seed,
                         shard_size=batch_size)
         transfer = source_model is not None
-        # The models and attacked samples go to the workers once (Ray's object store).
-        shared = {"model": model, "craft": None if craft is model else craft, "x": xa,
-                  "y": ya, "seed": seed, "transfer": transfer}
+        # The models and samples go to the workers once (Ray's object store).
+        shared = {"model": model, "craft": None if craft is model else craft, "x": x,
+                  "y": y, "attacked": attacked, "seed": seed, "transfer": transfer}
         store = None if resume_dir is None else ShardStore(resume_dir, {
             "model": model_digest(model), "data": data_meta["digest"],
             "source_model": None if craft is model else model_digest(craft),
@@ -500,7 +508,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data_meta: dic
         if not cascade:
             run(the_plan.tasks)
         else:  # attack by attack, each on what the earlier ones left robust
-            alive = {(the_plan.norms[s.label], e): torch.ones(len(xa), dtype=torch.bool)
+            alive = {(the_plan.norms[s.label], e): torch.ones(len(attacked), dtype=torch.bool)
                      for s in the_plan.specs for e in the_plan.eps}
             for i, spec in enumerate(the_plan.specs):
                 run(cascade_tasks(the_plan, spec, alive, shard_size=batch_size))
