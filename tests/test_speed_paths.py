@@ -111,6 +111,27 @@ def test_the_probes_verdict_is_reused_only_while_the_model_is_the_same(
         assert len(sizes) == 2
 
 
+def test_the_model_check_is_kept_only_while_the_model_is_the_same(
+        attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    from attacks.base import check_model_output
+    from robustness.core.validation import ParameterError
+    from robustness.models import build_model
+
+    x, _ = attack_batch
+    model = build_model("convnet", (1, 28, 28), 10, seed=0).eval()
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    assert check_model_output("test", model, x) == 10
+    assert check_model_output("test", model, x) == 10
+    assert calls == [2]  # the second check is the first one's verdict
+    assert check_model_output("test", model, x[:, :, :27, :27]) == 10  # another shape
+    assert calls == [2, 2]
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))  # broken in place: checked again
+    with pytest.raises(ParameterError, match="finite logits"):
+        check_model_output("test", model, x)
+
+
 class ViewsActivations(nn.Module):
     """A model that ``.view``-s a convolution's output, which channels_last cannot do."""
 

@@ -53,7 +53,7 @@ LAYOUT_RTOL = 1e-4
 # model -> (what the probe saw, its verdict). An evaluation calls an attack on the same
 # model for every shard, eps and restart: the probe's two forward passes were ~3% of a
 # PGD-10 call at batch 32. The verdict is reused only while everything it depends on is
-# unchanged (see _layout_key); weak keys, so a model is not kept alive by the cache.
+# unchanged (see model_key); weak keys, so a model is not kept alive by the cache.
 _LAYOUT_VERDICTS: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, bool]] = \
     weakref.WeakKeyDictionary()
 
@@ -112,7 +112,7 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
             else:  # back into the very same storage, with whatever the block wrote
                 tensor.data = original.copy_(tensor.data)
 
-    key = _layout_key(model, converted, x)
+    key = model_key(model, x)
     known = _LAYOUT_VERDICTS.get(model)
     if known is not None and known[0] == key and not known[1]:
         yield x
@@ -146,15 +146,20 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
             set_layout(False)
 
 
-def _layout_key(model: nn.Module, converted: list[torch.Tensor],
-                x: torch.Tensor) -> Hashable:
-    """Everything the layout probe's verdict depends on, cheap to compare: the inputs'
-    shape and dtype, each submodule (identity, mode, hooks) and each converted weight
-    (storage and in-place version: an optimizer step or a load changes it)."""
+def model_key(model: nn.Module, x: torch.Tensor) -> Hashable:
+    """What a verdict about running ``model`` on inputs like ``x`` depends on, cheap to
+    compute and compare, so that the verdict can be kept for the next call.
+
+    The inputs' shape (without the batch) and dtype, each submodule (identity, mode,
+    forward hooks) and each parameter and buffer (identity, storage, in-place version:
+    an optimizer step, ``load_state_dict`` or ``.data =`` changes it; an in-place write
+    through ``.data`` is not seen). Shapes: x (N, C, H, W).
+    """
     modules = tuple((id(m), m.training, tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
                     for m in model.modules())
-    weights = tuple((id(t), t.data_ptr(), t._version, tuple(t.shape)) for t in converted)
-    return tuple(x.shape[1:]), x.dtype, modules, weights
+    tensors = tuple((id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype)
+                    for t in [*model.parameters(), *model.buffers()])
+    return tuple(x.shape[1:]), x.dtype, modules, tensors
 
 
 def _channels_last_strides(shape: torch.Size) -> tuple[int, ...]:
