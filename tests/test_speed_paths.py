@@ -77,14 +77,20 @@ def test_channels_last_gives_the_same_robust_accuracy(
     assert torch.equal(fast.gradient_evaluations, given.gradient_evaluations)
 
 
-def test_the_probes_verdict_is_reused_only_while_the_model_is_the_same(
-        attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+def _counted_convnet() -> tuple[nn.Module, list[int]]:
+    """A fresh reference ConvNet (eval mode) and the batch size of each forward it runs."""
     from robustness.models import build_model
 
-    x, _ = attack_batch
     model = build_model("convnet", (1, 28, 28), 10, seed=0).eval()
     sizes: list[int] = []
     model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    return model, sizes
+
+
+def test_the_probes_verdict_is_reused_only_while_the_model_is_the_same(
+        attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, _ = attack_batch
+    model, sizes = _counted_convnet()
 
     def probes() -> tuple[int, bool]:
         """Forward passes the layout probe ran for one block, and whether it converted."""
@@ -115,12 +121,9 @@ def test_the_model_check_is_kept_only_while_the_model_is_the_same(
         attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     from attacks.base import check_model_output
     from robustness.core.validation import ParameterError
-    from robustness.models import build_model
 
     x, _ = attack_batch
-    model = build_model("convnet", (1, 28, 28), 10, seed=0).eval()
-    calls: list[int] = []
-    model.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    model, calls = _counted_convnet()
     assert check_model_output("test", model, x) == 10
     assert check_model_output("test", model, x) == 10
     assert calls == [2]  # the second check is the first one's verdict

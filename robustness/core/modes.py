@@ -114,13 +114,14 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
 
     key = model_key(model, x)
     known = _LAYOUT_VERDICTS.get(model)
-    if known is not None and known[0] == key and not known[1]:
+    verdict = known[1] if known is not None and known[0] == key else None
+    if verdict is False:
         yield x
         return
     probe = x[:LAYOUT_PROBE].detach()
     applied = use = False
     try:
-        if known is not None and known[0] == key:
+        if verdict:
             set_layout(True)
             applied = use = True
         else:
