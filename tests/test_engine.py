@@ -221,3 +221,16 @@ def test_a_cascade_says_which_checks_it_could_not_run(trained_convnet: nn.Module
     assert "iterative-vs-single-step" not in checks
     with pytest.raises(ValueError, match="'cascade' parameter"):
         evaluate(trained_convnet, mnist, ["fgsm"], [0.2], n=10, cascade="yes")  # type: ignore[arg-type]
+
+
+def test_run_task_refuses_indices_that_do_not_index_x(
+        trained_convnet: nn.Module, mnist: Dataset) -> None:
+    import torch
+
+    x, y = mnist.x_test[:10], mnist.y_test[:10]
+    task = plan(["fgsm"], [0.1], n_attacked=10, seed=0).tasks[0]
+    for bad in (torch.arange(10).float(), torch.arange(5), torch.arange(10) + 5):
+        with pytest.raises(ValueError, match=r"'attacked' parameter of run_task must be a "
+                                             r"1-d int64 tensor of at least 10 indices"):
+            run_task(task, trained_convnet, trained_convnet, x, y, seed=0, transfer=False,
+                     attacked=bad)

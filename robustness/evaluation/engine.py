@@ -206,6 +206,13 @@ def run_task(task: Task, model: nn.Module, craft: nn.Module, x: torch.Tensor, y:
     where: slice | torch.Tensor = \
         slice(task.start, task.stop) if task.samples is None else task.positions()
     if attacked is not None:
+        if not isinstance(attacked, torch.Tensor) or attacked.dim() != 1 \
+                or attacked.dtype != torch.int64 or task.stop > len(attacked) \
+                or (len(attacked) and not 0 <= int(attacked.min()) <= int(attacked.max()) < len(x)):
+            got = f"shape {tuple(attacked.shape)}, dtype {attacked.dtype}" \
+                if isinstance(attacked, torch.Tensor) else type(attacked).__name__
+            raise invalid("run_task", "attacked", f"a 1-d int64 tensor of at least "
+                          f"{task.stop} indices into x (0 to {len(x) - 1})", got, raw=True)
         where = attacked[where]
     xs, ys = x[where], y[where]
     # Transfer: perturb every sample, including those the source already gets wrong,
