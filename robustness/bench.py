@@ -51,8 +51,11 @@ GENETIC_SUCCESS_TARGET = 0.99
 def cpu_features() -> str:
     """The SIMD/matrix features this run had, and what torch dispatches to."""
     flags: set[str] = set()
+    model = ""  # the same flags run at different speeds on different CPUs: name it
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
@@ -61,8 +64,8 @@ def cpu_features() -> str:
     have = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
             if f in flags]
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
-    return f"{platform.processor() or platform.machine()}; flags {' '.join(have) or 'none'}; " \
-           f"torch capability {capability}"
+    return f"{model + ', ' if model else ''}{platform.processor() or platform.machine()}; " \
+           f"flags {' '.join(have) or 'none'}; torch capability {capability}"
 
 
 def machine_line() -> str:

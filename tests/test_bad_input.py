@@ -497,7 +497,11 @@ def test_ctrl_c_is_one_line_exit_130_and_no_run_directory(digits_run: Path,
          "--data", "digits", "--attacks", "pgd(steps=1000000)", "--eps", "0.3",
          "--n", "50", "--no-checks", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=Path(__file__).resolve().parents[1])
+        cwd=Path(__file__).resolve().parents[1],
+        # Ctrl-C as a terminal delivers it: a run started in the background by a shell
+        # without job control (`.ci/run &`) ignores SIGINT, the child inherits that, and
+        # Python then installs no KeyboardInterrupt handler (the test waited out 300 s).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("Evaluating")  # the attack is running now
