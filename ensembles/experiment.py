@@ -101,7 +101,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 @dataclass
 class ExperimentConfig:
-    """Settings of one run; ``quick()`` gives the small variant (7-9 min on 2 cores)."""
+    """Settings of one run; ``quick()`` gives the small variant (2-6 min on 2 cores, by CPU)."""
 
     data: str = "mnist"
     members: tuple[int, ...] = (5, 25, 50)
