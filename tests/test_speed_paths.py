@@ -6,6 +6,8 @@
    their own storage, and models that cannot run so left as they are.
 2. The last step's logits: a sample a gradient step already scored as fooled is not
    re-evaluated by the template; its prediction is the model's own on those pixels.
+3. The reference check skips its reference attack where no outcome of it could flag
+   the attacks checked (they already break half the sample): the same findings.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from attacks.base import RunResult
 from attacks.conformance import check_attack
 from attacks.gradient import FGSM, PGD
 from robustness.core.modes import fast_layout
+from robustness.data import Dataset
+from robustness.evaluation import checks, evaluate
 
 
 def _layout(model: nn.Module) -> list[tuple[int, tuple[int, ...]]]:
@@ -212,3 +216,50 @@ def test_reused_predictions_are_the_models_own_and_save_the_re_evaluation(
         assert batch_sizes[-1] == x.shape[0] - wrong
     else:  # a sample fooled only by its final, never scored iterate is re-evaluated
         assert x.shape[0] - scored <= batch_sizes[-1] < x.shape[0]
+
+
+@pytest.mark.torchattacks
+def test_the_reference_attack_runs_only_where_it_could_flag_an_attack(
+        trained_convnet: nn.Module, mnist: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    # FGSM breaks most of the sample at eps 0.3 (no reference FGSM could flag it); a PGD
+    # that never moves breaks almost nothing (the reference PGD must run and flag it).
+    attacks = ["fgsm", "torchattacks:PGD(alpha=0.0,steps=5)"]
+    ran: list[str] = []
+    import attacks.gradient as gradient
+
+    for cls in (gradient.FGSM, gradient.PGD):  # the reference attacks at eps 0.3, counted
+        counted = type(cls.__name__, (cls,), {"__call__": lambda self, *a, _c=cls, **k: (
+            ran.append(_c.__name__) if self.eps == 0.3 else None,  # not the large-eps check
+            _c.__call__(self, *a, **k))[1]})
+        monkeypatch.setattr(gradient, cls.__name__, counted)
+
+    def findings() -> list[tuple[str, str, str]]:
+        report = evaluate(trained_convnet, mnist, attacks, [0.3], n=120)
+        return [(f.check, f.severity, f.message) for f in report.findings]
+
+    skipping = findings()
+    assert ran == ["PGD"]
+    monkeypatch.setattr(checks, "_could_be_weaker", lambda broken, sample: True)
+    ran.clear()
+    everything = findings()
+    assert sorted(ran) == ["FGSM", "PGD"]
+    assert skipping == everything
+    assert [f for f in skipping if f[0] == "weaker-than-reference"]
+
+
+@pytest.mark.parametrize(("broken", "sample", "possible"), [
+    (0, 100, True), (49, 100, True), (50, 100, False), (99, 100, False),
+    (0, 6, False),  # 6 discordant pairs, all for the reference: p = 1/64 > 0.01
+    (0, 7, True), (1, 8, True), (2, 8, False),
+])
+def test_could_be_weaker_is_exactly_the_reachable_findings(broken: int, sample: int,
+                                                           possible: bool) -> None:
+    from robustness.core.stats import sign_test
+
+    # Every reference outcome: it breaks `both` of the attack's samples and `only_ref`
+    # of the others.
+    reachable = any(
+        broken * 2 < both + only_ref
+        and sign_test(only_ref, broken - both, alternative="greater") < checks.REFERENCE_P
+        for both in range(broken + 1) for only_ref in range(sample - broken + 1))
+    assert checks._could_be_weaker(broken, sample) == reachable == possible
