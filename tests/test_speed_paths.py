@@ -8,10 +8,13 @@
    re-evaluated by the template; its prediction is the model's own on those pixels.
 3. The reference check skips its reference attack where no outcome of it could flag
    the attacks checked (they already break half the sample): the same findings.
+4. The adaptive attack's surrogate crafting is reused when the same members are attacked
+   on the same inputs again (one ensemble under several aggregations): the same report.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 
 import pytest
@@ -263,3 +266,56 @@ def test_could_be_weaker_is_exactly_the_reachable_findings(broken: int, sample: 
         and sign_test(only_ref, broken - both, alternative="greater") < checks.REFERENCE_P
         for both in range(broken + 1) for only_ref in range(sample - broken + 1))
     assert checks._could_be_weaker(broken, sample) == reachable == possible
+
+
+def test_a_surrogate_crafting_is_reused_only_for_the_same_members_and_inputs(
+        digits: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ensembles import AdaptiveAttack, adaptive, train_members
+
+    ensemble = train_members(digits, 3, plan="bootstrap", architecture="mlp", epochs=3,
+                             progress=False, precision="fp32")
+    # Images every member gets right: every aggregation attacks all of them.
+    right = (ensemble.member_predictions(digits.x_test) == digits.y_test).all(0)
+    x, y = digits.x_test[right][:120], digits.y_test[right][:120]
+    spec = AdaptiveAttack.spec("pgd", steps=5, strategies=("logit_mean", "members"))
+    calls: list[int] = []
+    for m in ensemble.members:
+        m.register_forward_pre_hook(lambda _, args: calls.append(args[0].shape[0]))
+
+    def reports() -> list[dict[str, object]]:
+        adaptive._CRAFTED.clear()
+        out = []
+        for aggregation in ("mean", "max", "vote"):
+            report = evaluate(ensemble.with_aggregation(aggregation), (x, y), [spec], [0.1],
+                              checks=False)
+            doc = report.to_dict()
+            out.append({"clean": doc["clean_samples"], "worst": doc["worst_case"],
+                        "rows": [{k: v for k, v in r.items() if k != "seconds"}
+                                 for r in doc["results"]]})
+        return out
+
+    reused = reports()
+    reused_calls = len(calls)
+    calls.clear()
+    monkeypatch.setattr(adaptive, "_CRAFTED", collections.deque(maxlen=0))
+    fresh = reports()
+    assert reused == fresh  # every row, per sample
+    assert reused_calls < len(calls)  # ...for fewer member passes
+
+    # Weights changed in place (an optimizer step): crafted again, never served stale.
+    monkeypatch.setattr(adaptive, "_CRAFTED", collections.deque(maxlen=8))
+    attack = PGD(eps=0.1, steps=5)
+    before = adaptive._craft_every_sample(attack, ensemble.members[0],
+                                          [ensemble.members[0]], x, y)
+    assert adaptive._craft_every_sample(attack, ensemble.members[0],
+                                        [ensemble.members[0]], x, y) is before
+    with torch.no_grad():
+        next(ensemble.members[0].parameters()).mul_(-1.0)
+    after = adaptive._craft_every_sample(attack, ensemble.members[0], [ensemble.members[0]],
+                                         x, y)
+    assert after is not before and not torch.equal(after.x_adv, before.x_adv)
+    # Other inputs or another attack: crafted again.
+    assert adaptive._craft_every_sample(attack, ensemble.members[0], [ensemble.members[0]],
+                                        x[:60], y[:60]) is not after
+    assert adaptive._craft_every_sample(PGD(eps=0.1, steps=5, seed=1), ensemble.members[0],
+                                        [ensemble.members[0]], x, y) is not after
