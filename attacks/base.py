@@ -287,6 +287,48 @@ class Attack(ABC):
         -------
         AdversarialBatch
         """
+        x_adv, result, elapsed, target, judged = self._template(
+            model, x, y, target, every_sample=every_sample, judge=True)
+        assert judged is not None  # judge=True
+        predictions, already = judged
+        success = predictions == target if target is not None else predictions != y
+        return AdversarialBatch(
+            x_adv=x_adv,
+            success=success,
+            perturbation_norm=perturbation_norm(x_adv - x, self.norm),
+            predictions=predictions,
+            queries=result.queries.to(torch.int64),
+            gradient_evaluations=result.gradient_evaluations.to(torch.int64),
+            wall_time_s=elapsed,
+            attack=repr(self),
+            norm=self.norm,
+            eps=self.eps,
+            targets=target,
+            already_misclassified=already,
+        )
+
+    @final
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+              target: torch.Tensor | None = None) -> torch.Tensor:
+        """Adversarial inputs for every sample, not judged: what adversarial training needs.
+
+        The inputs ``self(model, x, y, every_sample=True).x_adv`` returns (equal, bit for
+        bit), validated the same way, without the two forward passes of N inputs that
+        judge them (the success check, and the clean pass that marks the inputs already
+        misclassified). Parameters as for ``__call__``; returns (N, C, H, W).
+        """
+        return self._template(model, x, y, target, every_sample=True, judge=False)[0]
+
+    def _template(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  target: torch.Tensor | None, *, every_sample: bool, judge: bool,
+                  ) -> tuple[torch.Tensor, RunResult, float, torch.Tensor | None,
+                             tuple[torch.Tensor, torch.Tensor | None] | None]:
+        """Validate, seed, run ``_run`` in the model's fastest layout and check its output.
+
+        Returns the checked x_adv (N, C, H, W), the run's result, its wall time, the
+        targets (None untargeted) and, with ``judge``, the (N,) predictions on x_adv and
+        (with ``every_sample``) the (N,) already-misclassified mask.
+        """
         owner = type(self).__name__
         check_images(owner, x)
         check_labels(owner, y, x.shape[0])
@@ -327,26 +369,14 @@ class Attack(ABC):
                 result = runner._run(model, x_in, y, target)
                 elapsed = time.perf_counter() - start
                 x_adv = self._checked_output(result.x_adv, x)
+                if not judge:
+                    return x_adv, result, elapsed, target, None
                 predictions = _predictions(model, x_adv, result)
             already = None
             if every_sample:
                 clean = predict(model, x, batch_size=1024).argmax(1)
                 already = clean == target if target is not None else clean != y
-        success = predictions == target if target is not None else predictions != y
-        return AdversarialBatch(
-            x_adv=x_adv,
-            success=success,
-            perturbation_norm=perturbation_norm(x_adv - x, self.norm),
-            predictions=predictions,
-            queries=result.queries.to(torch.int64),
-            gradient_evaluations=result.gradient_evaluations.to(torch.int64),
-            wall_time_s=elapsed,
-            attack=repr(self),
-            norm=self.norm,
-            eps=self.eps,
-            targets=target,
-            already_misclassified=already,
-        )
+        return x_adv, result, elapsed, target, (predictions, already)
 
     def _checked_output(self, x_adv: object, x: torch.Tensor) -> torch.Tensor:
         """``x_adv`` if it can be judged; an :class:`AttackError` naming the attack if not."""

@@ -63,9 +63,15 @@ def attack_hook(attack: _AttackLike) -> Adversary:
 
     Every sample is perturbed (``every_sample=True``), also those the model currently
     gets wrong: adversarial training trains on the attack's inputs, not on clean copies.
+    An attack of :mod:`attacks` crafts them with ``Attack.craft`` (the same inputs,
+    without the two forward passes that would judge them).
     """
 
+    craft = getattr(attack, "craft", None)  # our attacks: the same inputs, not judged
+
     def adversary(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if callable(craft):
+            return craft(model, x, y)
         batch = attack(model, x, y, every_sample=True)
         return batch.x_adv  # type: ignore[attr-defined]
 

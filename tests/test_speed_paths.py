@@ -10,6 +10,8 @@
    the attacks checked (they already break half the sample): the same findings.
 4. The adaptive attack's surrogate crafting is reused when the same members are attacked
    on the same inputs again (one ensemble under several aggregations): the same report.
+5. ``Attack.craft``, adversarial training's way to call an attack, skips the forward
+   passes that judge the inputs: the inputs ``__call__`` returns, the same training.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from attacks.base import RunResult
 from attacks.conformance import check_attack
 from attacks.gradient import FGSM, PGD
 from robustness.core.modes import fast_layout
+from robustness.core.validation import ParameterError
 from robustness.data import Dataset
 from robustness.evaluation import checks, evaluate
 
@@ -319,3 +322,45 @@ def test_a_surrogate_crafting_is_reused_only_for_the_same_members_and_inputs(
                                         x[:60], y[:60]) is not after
     assert adaptive._craft_every_sample(PGD(eps=0.1, steps=5, seed=1), ensemble.members[0],
                                         [ensemble.members[0]], x, y) is not after
+
+
+@pytest.mark.parametrize("attack", [
+    FGSM(eps=0.2), PGD(eps=0.1, steps=5), PGD(norm="l2", eps=1.0, steps=5, restarts=2),
+    PGD(eps=0.1, steps=5, targeted=True),
+], ids=repr)
+def test_craft_returns_the_inputs_the_call_returns_without_judging_them(
+        trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor],
+        attack: PGD) -> None:
+    from attacks.genetic import GeneticAttack
+
+    x, y = attack_batch
+    model = copy.deepcopy(trained_convnet)
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].shape[0]))
+    crafted = attack.craft(model, x, y)
+    crafting = sizes.count(len(x))  # passes on every input (not the checks' few)
+    sizes.clear()
+    assert torch.equal(crafted, attack(model, x, y, every_sample=True).x_adv)
+    assert sizes.count(len(x)) == crafting + 2  # the call also judged: two more passes
+    genetic = GeneticAttack(eps=0.3, generations=5)
+    assert torch.equal(genetic.craft(model, x[:8], y[:8]),
+                       genetic(model, x[:8], y[:8], every_sample=True).x_adv)
+    with pytest.raises(ParameterError, match="'target' parameter of PGD"):
+        PGD(eps=0.1, steps=2, targeted=True).craft(model, x, y, target=y)
+
+
+def test_adversarial_training_trains_the_same_model_with_craft(digits: Dataset) -> None:
+    from robustness.models import build_model
+    from robustness.train import attack_hook, train
+
+    fgsm = FGSM(eps=0.2)
+    judged = attack_hook(lambda model, x, y, every_sample: fgsm(model, x, y,
+                                                                every_sample=every_sample))
+    models = []
+    for adversary in (attack_hook(fgsm), judged):
+        model = build_model("mlp", digits.input_shape, digits.num_classes, seed=0)
+        train(model, digits.x_train, digits.y_train, epochs=2, seed=0, progress=False,
+              adversary=adversary)
+        models.append(model)
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
