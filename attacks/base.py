@@ -17,9 +17,7 @@ every row (``success_is_honest``).
 from __future__ import annotations
 
 import time
-import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, final
@@ -27,7 +25,7 @@ from typing import Any, ClassVar, Final, final
 import torch
 from torch import nn
 
-from robustness.core.modes import eval_mode, fast_layout, model_key, predict
+from robustness.core.modes import ModelVerdicts, eval_mode, fast_layout, model_key, predict
 from robustness.core.validation import (
     ParameterError,
     check_bool,
@@ -178,9 +176,9 @@ def check_model_output(owner: str, model: nn.Module, x: torch.Tensor,
         raise invalid(owner, "x", f"a tensor of the model's dtype {dtype} (convert with "
                       f"x.to({dtype}))", f"dtype {x.dtype}", raw=True)
     key = model_key(model, x)
-    known = _CHECKED_MODELS.get(model)
-    if known is not None and known[0] == key:  # this model on such inputs passed already
-        return known[1]
+    known = _CHECKED_MODELS.get(model, key)
+    if known is not None:  # this model on such inputs passed already
+        return known
     batch = x[:2]
     try:
         with torch.no_grad():
@@ -206,15 +204,13 @@ def check_model_output(owner: str, model: nn.Module, x: torch.Tensor,
     if not torch.isfinite(out).all():
         raise invalid(owner, "model", "a module returning finite logits",
                       "NaN or infinite outputs", raw=True)
-    _CHECKED_MODELS[model] = (key, int(out.shape[1]))
+    _CHECKED_MODELS.put(model, key, int(out.shape[1]))
     return int(out.shape[1])
 
 
-# model -> (model_key when it passed check_model_output, K). An evaluation calls attacks on
-# the same model for every shard and eps; the check's forward pass is ~1% of a PGD-10
-# call at batch 32. Weak keys: the cache does not keep a model alive.
-_CHECKED_MODELS: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, int]] = \
-    weakref.WeakKeyDictionary()
+# The number of classes of each model that passed check_model_output: its forward pass
+# was ~1% of a PGD-10 call at batch 32.
+_CHECKED_MODELS: ModelVerdicts[int] = ModelVerdicts()
 
 
 class Attack(ABC):

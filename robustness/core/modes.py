@@ -8,7 +8,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -50,12 +50,35 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> tor
 # logits that must agree within this tolerance (relative to the logits' scale).
 LAYOUT_PROBE = 8
 LAYOUT_RTOL = 1e-4
-# model -> (what the probe saw, its verdict). An evaluation calls an attack on the same
-# model for every shard, eps and restart: the probe's two forward passes were ~3% of a
-# PGD-10 call at batch 32. The verdict is reused only while everything it depends on is
-# unchanged (see model_key); weak keys, so a model is not kept alive by the cache.
-_LAYOUT_VERDICTS: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, bool]] = \
-    weakref.WeakKeyDictionary()
+V = TypeVar("V")
+
+
+class ModelVerdicts(Generic[V]):
+    """Verdicts about running a model, each kept while :func:`model_key` is unchanged.
+
+    An evaluation calls attacks on the same model for every shard, eps and restart; a
+    check that costs forward passes (the output check, the layout probe) need not be
+    repeated until the model or the inputs' shape change. Weak keys: a model is not kept
+    alive by the cache.
+    """
+
+    def __init__(self) -> None:
+        self._known: weakref.WeakKeyDictionary[nn.Module, tuple[Hashable, V]] = \
+            weakref.WeakKeyDictionary()
+
+    def get(self, model: nn.Module, key: Hashable) -> V | None:
+        """The verdict kept for ``model`` under ``key``, or None."""
+        known = self._known.get(model)
+        return known[1] if known is not None and known[0] == key else None
+
+    def put(self, model: nn.Module, key: Hashable, verdict: V) -> None:
+        """Keep ``verdict`` for ``model`` while its key stays ``key``."""
+        self._known[model] = (key, verdict)
+
+
+# Does the model run in channels_last with the same logits? The probe's two forward
+# passes were ~3% of a PGD-10 call at batch 32.
+_LAYOUT_VERDICTS: ModelVerdicts[bool] = ModelVerdicts()
 
 
 @contextmanager
@@ -113,8 +136,7 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
                 tensor.data = original.copy_(tensor.data)
 
     key = model_key(model, x)
-    known = _LAYOUT_VERDICTS.get(model)
-    verdict = known[1] if known is not None and known[0] == key else None
+    verdict = _LAYOUT_VERDICTS.get(model, key)
     if verdict is False:
         yield x
         return
@@ -137,7 +159,7 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
                     and before.shape == after.shape:
                 scale = float(before.abs().amax()) if before.numel() else 0.0
                 use = bool(((before - after).abs() <= LAYOUT_RTOL * max(scale, 1.0)).all())
-            _LAYOUT_VERDICTS[model] = (key, use)
+            _LAYOUT_VERDICTS.put(model, key, use)
             if not use:
                 set_layout(False)
                 applied = False
