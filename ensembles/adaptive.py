@@ -94,10 +94,11 @@ def _craft_every_sample(attack: Attack, target: nn.Module, members: list[nn.Modu
     """``attack(target, x, y, every_sample=True)``, reused when the same attack already ran
     on the same inputs with the same members in the same state (see ``model_key``).
 
-    Only our gradient attacks are reused: their repr names every hyperparameter and the
-    seed, and a run is a function of those, the members and the inputs.
+    Only our own gradient attacks (not subclasses, which may keep state their repr does
+    not show) are reused: their repr names every hyperparameter and the seed, and a run
+    is a function of those, the members and the inputs.
     """
-    if not isinstance(attack, GradientAttack) or \
+    if type(attack).__module__ != GradientAttack.__module__ or \
             x.numel() * x.element_size() > _CRAFTED_MAX_BYTES:
         return attack(target, x, y, every_sample=True)
     # A surrogate is a fresh view of the members: what it adds is its rule and layout.
