@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from robustness.core.text import figure
+
 
 def _measured(target: dict[str, Any]) -> str:
     unit = target.get("unit") or ""
-    text = f"{target['measured']:.3g}{unit}"
+    text = f"{figure(target['measured'])}{unit}"
     if target.get("spread"):
         low, high = target["spread"]
-        text += f" ({low:.3g}-{high:.3g})"
+        text += f" ({figure(low)}-{figure(high)})"
     return text
 
 

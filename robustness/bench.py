@@ -39,6 +39,7 @@ from attacks.genetic import GeneticAttack
 from attacks.gradient import FGSM, PGD
 from robustness.core.io import write_json
 from robustness.core.modes import fast_layout
+from robustness.core.text import figure
 from robustness.core.validation import invalid
 
 # The issue-16 targets the gradient section checks.
@@ -155,10 +156,10 @@ class Target:
 
     def line(self) -> str:
         """One printed line: ``target NAME: MEASURED (spread) vs GOAL: met / MISSED (...)``."""
-        spread = f" ({self.spread[0]:.3g}-{self.spread[1]:.3g})" if self.spread else ""
+        spread = f" ({figure(self.spread[0])}-{figure(self.spread[1])})" if self.spread else ""
         verdict = "met" if self.met else f"MISSED ({self.miss()})"
         note = f"; {self.note}" if self.note else ""
-        return (f"target {self.name}: {self.measured:.3g}{self.unit}{spread} vs "
+        return (f"target {self.name}: {figure(self.measured)}{self.unit}{spread} vs "
                 f"{self.goal}{self.unit}: {verdict}{note}")
 
     def miss(self) -> str:
@@ -166,7 +167,7 @@ class Target:
         op, bound = self.goal.split()
         limit = float(bound)
         if limit == 0:
-            return f"off by {self.measured:.3g}"
+            return f"off by {figure(self.measured)}"
         gap = (self.measured - limit) / abs(limit) if op.startswith("<") else \
             (limit - self.measured) / abs(limit)
         return f"by {gap:.1%}" if gap < 0.01 else f"by {gap:.0%}"

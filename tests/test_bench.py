@@ -39,6 +39,8 @@ def test_interleaved_times_times_every_function_each_round() -> None:
     (at_least("success", 1.0, 0.99), True, "met"),
     (at_most("lost", 2, 0), False, "MISSED (off by 2)"),
     (at_most("seconds", 61.0, 60, unit=" s"), False, "61 s vs <= 60 s"),
+    # Thousands of seconds in digits, not as 2.05e+03.
+    (at_most("experiment", 2050.4, 1200, unit=" s"), False, "2050 s vs <= 1200 s"),
 ])
 def test_a_target_line_says_met_or_by_how_much_it_is_missed(target: Target, met: bool,
                                                             says: str) -> None:
@@ -62,8 +64,10 @@ def test_the_page_lists_every_target_and_says_why_one_was_missed() -> None:
                             at_least("genetic success", 0.8, 0.99,
                                      missed_because="PGD reaches only 86%")]),
         _record("tsne", [at_most("ratio", 0.28, 0.35)]),
+        _record("ensembles", [at_most("experiment", 2050.4, 1200, unit=" s")]),
     ], how="made by a test")
-    assert "## Targets: 2 of 3 met" in page
+    assert "## Targets: 2 of 4 met" in page
+    assert "| ensembles | experiment | 2050 s | <= 1200 s | **missed** |" in page
     assert "| attacks | PGD-10 / floor | 0.8 (0.7-0.9) | <= 1.02 | met |" in page
     assert "| attacks | genetic success | 0.8 | >= 0.99 | **missed** |" in page
     assert "genetic success: 0.8 against >= 0.99. PGD reaches only 86%" in page

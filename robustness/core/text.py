@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def figure(value: float) -> str:
+    """A measured figure with three significant digits, never in exponent notation from
+    1,000 up: ``0.0125``, ``0.898``, ``174``, ``2050``."""
+    return f"{value:.0f}" if 999.5 <= abs(value) < 1e15 else f"{value:.3g}"
+
+
 def _cell(value: object, digits: int) -> str:
     if value is None:
         return "-"
