@@ -229,7 +229,7 @@ def test_the_reference_attack_runs_only_where_it_could_flag_an_attack(
         trained_convnet: nn.Module, mnist: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     # FGSM breaks most of the sample at eps 0.3 (no reference FGSM could flag it); a PGD
     # that never moves breaks almost nothing (the reference PGD must run and flag it).
-    attacks = ["fgsm", "torchattacks:PGD(alpha=0.0,steps=5)"]
+    specs = ["fgsm", "torchattacks:PGD(alpha=0.0,steps=5)"]
     ran: list[str] = []
     import attacks.gradient as gradient
 
@@ -240,7 +240,7 @@ def test_the_reference_attack_runs_only_where_it_could_flag_an_attack(
         monkeypatch.setattr(gradient, cls.__name__, counted)
 
     def findings() -> list[tuple[str, str, str]]:
-        report = evaluate(trained_convnet, mnist, attacks, [0.3], n=120)
+        report = evaluate(trained_convnet, mnist, specs, [0.3], n=120)
         return [(f.check, f.severity, f.message) for f in report.findings]
 
     skipping = findings()
