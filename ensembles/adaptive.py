@@ -78,7 +78,7 @@ class _Crafted:
     members: list[weakref.ref[nn.Module]]  # ids in `key` are these modules, still alive
     x: torch.Tensor  # (B, C, H, W) a copy of the inputs
     y: torch.Tensor  # (B,)
-    batch: AdversarialBatch
+    run: RunResult
 
 
 # A surrogate's or member's crafting does not depend on the ensemble's aggregation: an
@@ -89,10 +89,20 @@ _CRAFTED: collections.deque[_Crafted] = collections.deque(maxlen=8)
 _CRAFTED_MAX_BYTES = 8 * 2**20
 
 
+def _craft(attack: Attack, target: nn.Module, x: torch.Tensor, y: torch.Tensor) -> RunResult:
+    """The checked inputs and per-sample counts of ``attack`` on every sample of ``target``,
+    not judged on it: a surrogate or member is not the model the candidates are judged on
+    (``Attack.craft``; the success check would be two passes of ``target`` thrown away)."""
+    x_adv, run, _, _, _ = attack._template(target, x, y, None, every_sample=True,
+                                           judge=False)
+    return RunResult(x_adv=x_adv, queries=run.queries.to(torch.int64),
+                     gradient_evaluations=run.gradient_evaluations.to(torch.int64))
+
+
 def _craft_every_sample(attack: Attack, target: nn.Module, members: list[nn.Module],
-                        x: torch.Tensor, y: torch.Tensor) -> AdversarialBatch:
-    """``attack(target, x, y, every_sample=True)``, reused when the same attack already ran
-    on the same inputs with the same members in the same state (see ``model_key``).
+                        x: torch.Tensor, y: torch.Tensor) -> RunResult:
+    """:func:`_craft`, reused when the same attack already ran on the same inputs with the
+    same members in the same state (see ``model_key``).
 
     Only our own gradient attacks (not subclasses, which may keep state their repr does
     not show) are reused: their repr names every hyperparameter and the seed, and a run
@@ -100,7 +110,7 @@ def _craft_every_sample(attack: Attack, target: nn.Module, members: list[nn.Modu
     """
     if type(attack).__module__ != GradientAttack.__module__ or \
             x.numel() * x.element_size() > _CRAFTED_MAX_BYTES:
-        return attack(target, x, y, every_sample=True)
+        return _craft(attack, target, x, y)
     # A surrogate is a fresh view of the members: what it adds is its rule and layout.
     wrapper = None if target is members[0] else (
         type(target), getattr(target, "aggregation", None),
@@ -108,12 +118,12 @@ def _craft_every_sample(attack: Attack, target: nn.Module, members: list[nn.Modu
     key = (repr(attack), wrapper, *(model_key(m, x) for m in members))
     for c in _CRAFTED:
         if c.key == key and all(r() is m for r, m in zip(c.members, members, strict=True)) \
-                and c.x.shape == x.shape and torch.equal(c.x, x) and torch.equal(c.y, y):
-            return c.batch
-    batch = attack(target, x, y, every_sample=True)
+                and torch.equal(c.x, x) and torch.equal(c.y, y):
+            return c.run
+    run = _craft(attack, target, x, y)
     _CRAFTED.append(_Crafted(key, [weakref.ref(m) for m in members], x.clone(), y.clone(),
-                             batch))
-    return batch
+                             run))
+    return run
 
 
 def _worst_case(attack: Attack, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor,
@@ -133,6 +143,7 @@ def _worst_case(attack: Attack, ensemble: Ensemble, x: torch.Tensor, y: torch.Te
             targets = list(ensemble.members)
         candidates[strategy] = []
         for m in targets:
+            batch: AdversarialBatch | RunResult
             if strategy == "end_to_end":
                 batch = attack(m, x, y)
             else:
