@@ -237,8 +237,11 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, root: str | No
                    backend: str | Backend = "local") -> dict[str, Any]:
     """Run the whole experiment; write ``results.json`` and ``results.md`` into ``out_dir``.
 
-    ``backend`` trains the ensemble members: ``"local"``, ``"ray"`` (one Ray task per
-    member) or a :class:`~robustness.core.backend.Backend`; everything else runs here.
+    ``backend`` trains the ensemble members (one task per member) and attacks the
+    ensembles (one task per ensemble, its three aggregations together, and one per
+    sampling plan for its members alone): ``"local"``, ``"processes"``, ``"ray"`` or a
+    :class:`~robustness.core.backend.Backend`. The single models are trained and
+    attacked here.
     Returns the JSON document (see :func:`render_markdown` for the table).
     """
     runner = get_backend(backend, owner="run_experiment")  # Ray missing: before any work
@@ -310,29 +313,54 @@ def _run(cfg: ExperimentConfig, out_dir: str | Path, root: str | None,
     timings["adversarially_trained"] = time.perf_counter() - t
     echo(f"baseline {single['baseline']}; adversarially trained {single['adversarially_trained']}")
 
-    # 3. Ensembles.
+    # 3. Ensembles. Members are trained per sampling plan (one backend task each), then
+    # every ensemble is attacked (one backend task each, its three aggregations together:
+    # they share the logit_mean surrogate's crafting), beside one task per plan that
+    # measures its members alone.
+    largest = max(cfg.members)
+    trained: dict[str, list[nn.Module]] = {}
+    for sampling in cfg.samplings:
+        t = time.perf_counter()
+        echo(f"members: training {largest} ({sampling})")
+        ensemble = train_members(data, largest, plan=sampling, seed=cfg.seed,
+                                 epochs=cfg.epochs, precision=cfg.precision,
+                                 out_dir=out / "members" / sampling, progress=progress,
+                                 backend=runner)
+        timings[f"train_{sampling}"] = time.perf_counter() - t
+        resumed["members"][sampling] = [bool(e["resumed"]) for e in ensemble.training_log]
+        trained[sampling] = list(ensemble.members)
+    t = time.perf_counter()
+    settings = [(sampling, n_members, with_baseline) for sampling in cfg.samplings
+                for n_members in cfg.members
+                for with_baseline in ((False, True) if n_members == largest else (False,))]
+    # The costliest first (the genetic attack's, then by size), so the workers finish
+    # together; results are put back in order below.
+    genetic = cfg.genetic_members or ()
+    costliest = sorted(settings, key=lambda s: (s[1] not in genetic, -s[1] - s[2],
+                                                 cfg.samplings.index(s[0])))
+    items: list[tuple[str, int | None, bool]] = [
+        *costliest, *((sampling, None, False) for sampling in cfg.samplings)]  # members alone
+    shared = {"members": trained, "baseline": baseline, "x": x, "y": y, "cfg": cfg}
+    parts: dict[tuple[str, int | None, bool], dict[str, Any]] = {}
+    for i, part in runner.run(_attack_task, items, shared):
+        parts[items[i]] = part
+        sampling, n_members, with_baseline = items[i]
+        what = f"members ({sampling}) alone" if n_members is None else \
+            f"{sampling} N={n_members}{' +baseline' if with_baseline else ''}"
+        echo(f"attacked {what} ({part['seconds']:.1f} s)")
+    # The attack phase's wall time; per plan, the seconds its tasks took (worker time).
+    timings["evaluate"] = time.perf_counter() - t
+    for sampling in cfg.samplings:
+        timings[f"evaluate_{sampling}"] = sum(part["seconds"] for key, part in parts.items()
+                                              if key[0] == sampling)
+
     rows: list[dict[str, Any]] = []
     # Per-sample robustness of every (setting, aggregation, threat): feeds the verdicts.
     outcomes: dict[tuple[str, int, bool, str, str], torch.Tensor] = {}
     member_stats: list[dict[str, Any]] = []
-    largest = max(cfg.members)
-    genetic = ("genetic", {"population": cfg.population, "generations": cfg.generations})
-    # Adaptive white-box: end-to-end PGD on the deployed aggregation, and PGD on the smooth
-    # logit_mean surrogate judged on it; a sample counts as robust only if both fail.
-    surrogate = AdaptiveAttack.spec("pgd", steps=cfg.pgd_steps, strategies=("logit_mean",))
     for sampling in cfg.samplings:
-        t = time.perf_counter()
-        echo(f"members: training {largest} ({sampling})")
-        trained = train_members(data, largest, plan=sampling, seed=cfg.seed, epochs=cfg.epochs,
-                                precision=cfg.precision, out_dir=out / "members" / sampling,
-                                progress=progress, backend=runner)
-        timings[f"train_{sampling}"] = time.perf_counter() - t
-        resumed["members"][sampling] = [bool(e["resumed"]) for e in trained.training_log]
-        t = time.perf_counter()
-        members = list(trained.members)
-        by_member = [_measure(m, x, y, ["fgsm"], cfg, source=baseline) for m in members]
-        member_transfer = [_accuracy(r, "fgsm") for r in by_member]
-        member_clean = [r.clean_accuracy for r in by_member]
+        alone = parts[(sampling, None, False)]
+        member_transfer, member_clean = alone["transfer"], alone["clean"]
         for n_members in cfg.members:
             best = max(member_transfer[:n_members], key=lambda m: m["accuracy"])
             member_stats.append({
@@ -343,41 +371,11 @@ def _run(cfg: ExperimentConfig, out_dir: str | Path, root: str | None,
                 "mean_member_clean": statistics.fmean(member_clean[:n_members]),
                 "member_transfer": [m["accuracy"] for m in member_transfer[:n_members]],
                 "member_clean": member_clean[:n_members]})
-            for with_baseline in ((False, True) if n_members == largest else (False,)):
-                chosen = members[:n_members] + ([baseline] if with_baseline else [])
-                ensemble = Ensemble(chosen, "mean", channels_last=True).eval()
-                label = f"{sampling} N={n_members}{' +baseline' if with_baseline else ''}"
-                echo(f"attacking {label}")
-                run_genetic = n_members in (cfg.genetic_members or ())
-                for agg in AGGS:
-                    model = ensemble.with_aggregation(agg)
-                    key = (sampling, n_members, with_baseline, agg)
-                    moved = _measure(model, x, y, ["fgsm"], cfg, source=baseline)
-                    # The sanity checks where the claim rests: the largest ensembles.
-                    adaptive = _measure(model, xa, ya, [pgd, surrogate], cfg,
-                                        checks=n_members == largest and not with_baseline)
-                    outcomes[(*key, "transfer")] = _mask(moved, "fgsm")
-                    outcomes[(*key, "adaptive")] = _mask(adaptive, WORST)
-                    row = {"sampling": sampling, "n_members": n_members,
-                           "with_baseline": with_baseline, "aggregation": agg,
-                           **_flat("clean", _accuracy(moved)),
-                           **_flat("transfer", _accuracy(moved, "fgsm")),
-                           **_flat("adaptive", _accuracy(adaptive, WORST)),
-                           "adaptive_by_attack": {r.attack: r.robust_accuracy
-                                                  for r in adaptive.results},
-                           "genetic": None, "genetic_ci": None, "genetic_median_queries": None,
-                           "findings": [asdict(f) for f in adaptive.findings],
-                           "published_transfer": _published(sampling, n_members, agg,
-                                                            with_baseline)}
-                    if run_genetic:
-                        black = _measure(model, x[:cfg.n_genetic], y[:cfg.n_genetic],
-                                         [genetic], cfg)
-                        label_g = black.results[0].attack
-                        outcomes[(*key, "genetic")] = _mask(black, label_g)
-                        row |= {**_flat("genetic", _accuracy(black, label_g)),
-                                "genetic_median_queries": black.results[0].queries}
-                    rows.append(row)
-        timings[f"evaluate_{sampling}"] = time.perf_counter() - t
+    for setting in settings:
+        part = parts[setting]
+        rows += part["rows"]
+        outcomes |= {(*setting, agg, threat): mask
+                     for (agg, threat), mask in part["outcomes"].items()}
 
     result = {
         "schema_version": RESULTS_VERSION,
@@ -405,6 +403,63 @@ def _run(cfg: ExperimentConfig, out_dir: str | Path, root: str | None,
     write_json(out / "results.json", result)
     write_text(out / "results.md", experiment_markdown(result))
     return result
+
+
+def _attack_task(item: tuple[str, int | None, bool], *, members: dict[str, list[nn.Module]],
+                 baseline: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 cfg: ExperimentConfig) -> dict[str, Any]:
+    """Attack one ensemble ``(sampling, N, with_baseline)`` under every aggregation, or
+    (``N`` None) measure each member of a sampling plan alone on the transfer set.
+
+    A pure function of its item and the shared objects, so it gives the same numbers in
+    this process or on a worker (with the same torch threads). ``x`` (n, C, H, W) and
+    ``y`` (n,) are the experiment's images; the adaptive and genetic attacks take the
+    first ``cfg.n_adaptive`` and ``cfg.n_genetic`` of them.
+    """
+    start = time.perf_counter()
+    sampling, n_members, with_baseline = item
+    if n_members is None:
+        by_member = [_measure(m, x, y, ["fgsm"], cfg, source=baseline)
+                     for m in members[sampling]]
+        return {"transfer": [_accuracy(r, "fgsm") for r in by_member],
+                "clean": [r.clean_accuracy for r in by_member],
+                "seconds": time.perf_counter() - start}
+    largest = max(cfg.members)
+    xa, ya = x[:cfg.n_adaptive], y[:cfg.n_adaptive]
+    pgd = f"pgd(steps={cfg.pgd_steps})"
+    genetic = ("genetic", {"population": cfg.population, "generations": cfg.generations})
+    # Adaptive white-box: end-to-end PGD on the deployed aggregation, and PGD on the smooth
+    # logit_mean surrogate judged on it; a sample counts as robust only if both fail.
+    surrogate = AdaptiveAttack.spec("pgd", steps=cfg.pgd_steps, strategies=("logit_mean",))
+    chosen = members[sampling][:n_members] + ([baseline] if with_baseline else [])
+    ensemble = Ensemble(chosen, "mean", channels_last=True).eval()
+    rows: list[dict[str, Any]] = []
+    outcomes: dict[tuple[str, str], torch.Tensor] = {}
+    for agg in AGGS:
+        model = ensemble.with_aggregation(agg)
+        moved = _measure(model, x, y, ["fgsm"], cfg, source=baseline)
+        # The sanity checks where the claim rests: the largest ensembles.
+        adaptive = _measure(model, xa, ya, [pgd, surrogate], cfg,
+                            checks=n_members == largest and not with_baseline)
+        outcomes[(agg, "transfer")] = _mask(moved, "fgsm")
+        outcomes[(agg, "adaptive")] = _mask(adaptive, WORST)
+        row = {"sampling": sampling, "n_members": n_members,
+               "with_baseline": with_baseline, "aggregation": agg,
+               **_flat("clean", _accuracy(moved)),
+               **_flat("transfer", _accuracy(moved, "fgsm")),
+               **_flat("adaptive", _accuracy(adaptive, WORST)),
+               "adaptive_by_attack": {r.attack: r.robust_accuracy for r in adaptive.results},
+               "genetic": None, "genetic_ci": None, "genetic_median_queries": None,
+               "findings": [asdict(f) for f in adaptive.findings],
+               "published_transfer": _published(sampling, n_members, agg, with_baseline)}
+        if n_members in (cfg.genetic_members or ()):
+            black = _measure(model, x[:cfg.n_genetic], y[:cfg.n_genetic], [genetic], cfg)
+            label_g = black.results[0].attack
+            outcomes[(agg, "genetic")] = _mask(black, label_g)
+            row |= {**_flat("genetic", _accuracy(black, label_g)),
+                    "genetic_median_queries": black.results[0].queries}
+        rows.append(row)
+    return {"rows": rows, "outcomes": outcomes, "seconds": time.perf_counter() - start}
 
 
 def differences(cfg: ExperimentConfig, data: Dataset) -> list[dict[str, str]]:

@@ -33,7 +33,8 @@ def test_the_local_backend_runs_every_item_in_order_with_the_shared_objects() ->
 
 
 def test_bad_backend_options_are_refused_by_name() -> None:
-    with pytest.raises(ParameterError, match=r"'backend' parameter of evaluate.*'local', 'ray'"):
+    with pytest.raises(ParameterError, match=r"'backend' parameter of evaluate.*'local', "
+                       r"'processes', 'ray'"):
         get_backend("dask", owner="evaluate")
     with pytest.raises(ParameterError, match=r"'ray_address' parameter .* only with backend ray"):
         get_backend("local", ray_address="auto")

@@ -213,3 +213,29 @@ def test_experiment_help_explains_every_option(capsys: pytest.CaptureFixture[str
 def test_results_that_break_the_schema_are_refused() -> None:
     with pytest.raises(ResultsSchemaError, match=r"results\.json is not a valid"):
         ExperimentResult.from_dict({"schema_version": 1, "experiment": "ensembles"})
+
+
+def test_an_experiment_on_worker_processes_gives_the_numbers_of_a_local_run(
+        tmp_path: Path, small_mnist: Path) -> None:
+    import torch
+
+    def numbers(result: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in result.items()
+                if k not in ("timings_s", "seconds", "backend", "versions")}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a worker's threads: the condition for bit-identical numbers
+    try:
+        local = _tiny_run(tmp_path / "local", small_mnist)
+    finally:
+        torch.set_num_threads(before)
+    assert main([*TINY, "--data", str(small_mnist), "--out", str(tmp_path / "workers"),
+                 "--backend", "processes", "--workers", "2"]) == 0
+    workers = json.loads((tmp_path / "workers" / "results.json").read_text())
+    assert numbers(workers) == numbers(local)
+    assert workers["backend"] == {"backend": "processes", "workers": 2,
+                                  "threads_per_worker": 1}
+    # Where the time went: the attack phase's wall time, and each plan's task seconds.
+    assert set(workers["timings_s"]) == {
+        "baseline", "adversarially_trained", "train_uniform", "train_bootstrap",
+        "evaluate", "evaluate_uniform", "evaluate_bootstrap"}

@@ -82,7 +82,7 @@ def add_experiment_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true",
                    help="smaller N, fewer images and epochs: a few minutes on 2 cores")
     e.add_argument("--progress", action="store_true", help="progress bars on stderr")
-    add_backend_options(e, "member training")
+    add_backend_options(e, "member training and the ensembles' attacks")
     e.add_argument("--out", required=True, type=Path,
                    help="run directory; an earlier run of the same configuration there is "
                         "resumed (finished models and members are reused)")

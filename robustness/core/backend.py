@@ -1,4 +1,5 @@
-"""Where independent tasks run: in this process (``local``) or on Ray workers (``ray``).
+"""Where independent tasks run: in this process (``local``), in worker processes on this
+machine (``processes``) or on Ray workers (``ray``).
 
 The harness never schedules work itself. A caller splits its job into pure tasks (one
 ensemble member, one attack x eps x shard of an evaluation), each a function of its item
@@ -6,6 +7,10 @@ and of some shared objects, and hands them to a backend:
 
 * :class:`LocalBackend` runs them one after another in this process, in order (the
   default everywhere);
+* :class:`ProcessBackend` runs them in a pool of worker processes on this machine, each
+  with its own torch threads (by default one per CPU: two processes that each use every
+  core slow each other down several times over). The shared objects are pickled once
+  per run; a worker unpickles them once per run, not per task;
 * :class:`RayBackend` submits one Ray task per item. The shared objects (training data,
   model weights) go into Ray's object store **once** and every task reads them from
   there. A task whose worker process dies is retried by Ray (``max_retries``); an
@@ -18,8 +23,8 @@ restarted after a crash skips what was saved and submits only the rest.
 Same results: a task is a pure function of its item and seed, so it computes the same
 numbers wherever it runs, **given the same number of torch threads** (CPU kernels reduce
 in a thread-count-dependent order). A Ray task sets its torch threads to its
-``cpus_per_task``; run the local backend with ``torch.set_num_threads(cpus_per_task)`` to
-get bit-identical results.
+``cpus_per_task``, a worker process to its ``threads_per_worker``; run the local backend
+with ``torch.set_num_threads`` of that number to get bit-identical results.
 
 Ray is an optional extra (``pip install 'robustness-harness[ray]'``), imported only
 when a Ray backend is used.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +49,7 @@ from robustness.core.validation import (
     invalid,
 )
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "processes", "ray")
 RAY_INSTALL_HINT = ("--backend ray needs Ray, which is not installed: pip install "
                     "'robustness-harness[ray]' (or pip install 'ray>=2.9')")
 
@@ -92,6 +98,161 @@ class LocalBackend(Backend):
         kwargs = dict(shared or {})
         for i, item in enumerate(items):
             yield i, fn(item, **kwargs)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+# In a worker process: (run token, shared objects) of the run its last task came from.
+_WORKER_SHARED: tuple[int, dict[str, Any]] | None = None
+
+
+def _process_init(threads: int) -> None:
+    """What a worker process runs first: its torch threads (see the module docstring)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _process_task(fn: Callable[..., Any], item: Any, token: int, shared: bytes) -> bytes:
+    """Run ``fn(item, **shared)`` in a worker; the shared objects are unpickled once per
+    run. The result goes back pickled: tensors as bytes, not as shared-memory handles
+    (one open file per tensor in the driver)."""
+    global _WORKER_SHARED
+    if _WORKER_SHARED is None or _WORKER_SHARED[0] != token:
+        _WORKER_SHARED = None  # the previous run's objects are freed before these load
+        _WORKER_SHARED = (token, pickle.loads(shared))  # our own driver's bytes
+    return pickle.dumps(fn(item, **_WORKER_SHARED[1]), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """How many worker processes :class:`ProcessBackend` starts, and their torch threads.
+
+    Attributes
+    ----------
+    workers
+        Worker processes; None: this machine's usable CPUs // ``threads_per_worker``.
+    threads_per_worker
+        torch threads of each worker.
+    """
+
+    workers: int | None = None
+    threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        owner = "ProcessOptions"
+        if self.workers is not None:
+            check_int(owner, "workers", self.workers, low=1)
+        check_int(owner, "threads_per_worker", self.threads_per_worker, low=1)
+
+    def resolved_workers(self) -> int:
+        """The number of workers, with the default filled in."""
+        if self.workers is not None:
+            return self.workers
+        return max(1, usable_cpus() // self.threads_per_worker)
+
+
+def _unpicklable(shared: dict[str, Any], error: Exception) -> ParameterError:
+    """The error for shared objects a worker process cannot receive, naming which."""
+    bad = []
+    for name, value in shared.items():
+        try:
+            pickle.dumps(value)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            bad.append(name)
+    return invalid("backend 'processes'", ", ".join(bad) or "shared objects",
+                   "an object that pickles, to reach the worker processes (define a model's "
+                   "class at module level, not inside a function or in a notebook; or use "
+                   "backend 'local')", f"{type(error).__name__}: {error}", raw=True)
+
+
+class ProcessBackend(Backend):
+    """A pool of worker processes on this machine (spawned, so no thread pool or lock of
+    the driver is inherited half-held), started at the first run and kept until
+    :meth:`close`. ``fn``, the items and the shared objects must pickle."""
+
+    name = "processes"
+
+    def __init__(self, options: ProcessOptions | None = None) -> None:
+        self.options = options or ProcessOptions()
+        self._pool: Any = None  # concurrent.futures.ProcessPoolExecutor, started lazily
+        self._runs = 0
+
+    def _executor(self) -> Any:
+        if self._pool is not None and getattr(self._pool, "_broken", False):
+            self._stop()  # a worker died between runs (killed while idle)
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.options.resolved_workers(),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_process_init, initargs=(self.options.threads_per_worker,))
+        return self._pool
+
+    def run(self, fn: Callable[..., R], items: Sequence[T],
+            shared: Mapping[str, Any] | None = None) -> Iterator[tuple[int, R]]:
+        if not items:
+            return
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        kwargs = dict(shared or {})
+        try:
+            blob = pickle.dumps(kwargs, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError, TypeError) as e:
+            raise _unpicklable(kwargs, e) from None
+        self._runs += 1
+        pool = self._executor()
+        pending = {pool.submit(_process_task, fn, item, self._runs, blob): i
+                   for i, item in enumerate(items)}
+        try:
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        self._stop()  # a broken pool runs nothing more: the next run starts anew
+                        unfinished = len(pending) + 1
+                        raise RuntimeError(
+                            f"a worker process of the processes backend died (killed, or "
+                            f"out of memory) with {unfinished} of {len(items)} tasks "
+                            "unfinished; what finished is kept where the command saves as "
+                            "it goes") from None
+                    yield index, pickle.loads(result)  # our own worker's bytes
+        finally:
+            if pending:  # interrupted or failed: nothing keeps running for nobody
+                self._stop()
+
+    def _stop(self) -> None:
+        """Cancel what has not started, end the workers of what has."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()  # a running task cannot be cancelled any other way
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def slots(self) -> int:
+        return self.options.resolved_workers()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "workers": self.options.resolved_workers(),
+                "threads_per_worker": self.options.threads_per_worker}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -216,12 +377,15 @@ class RayBackend(Backend):
 
 def get_backend(backend: str | Backend = "local", *, owner: str = "backend",
                 ray_address: str | None = None, ray_cpus_per_task: int | None = None,
-                ray_gpus_per_task: float | None = None, cli_names: bool = False) -> Backend:
-    """A :class:`Backend` from its name (``"local"``, ``"ray"``) or the backend itself.
+                ray_gpus_per_task: float | None = None, workers: int | None = None,
+                threads_per_worker: int | None = None, cli_names: bool = False) -> Backend:
+    """A :class:`Backend` from its name (``"local"``, ``"processes"``, ``"ray"``) or the
+    backend itself.
 
-    The ``ray_*`` options apply to ``"ray"`` only; giving them with ``"local"`` is an
-    error rather than silently ignored. ``cli_names``: name them in errors as the command
-    line spells them (``--ray-cpus-per-task``).
+    The ``ray_*`` options apply to ``"ray"`` only, ``workers`` and ``threads_per_worker``
+    to ``"processes"`` only; giving one with another backend is an error rather than
+    silently ignored. ``cli_names``: name them in errors as the command line spells them
+    (``--ray-cpus-per-task``).
     """
     if isinstance(backend, Backend):
         return backend
@@ -230,15 +394,22 @@ def get_backend(backend: str | Backend = "local", *, owner: str = "backend",
         return f"--{name.replace('_', '-')}" if cli_names else name
 
     name = check_choice(owner, spelled("backend"), backend, BACKENDS)
-    ray_given = {k: v for k, v in (("ray_address", ray_address),
-                                   ("ray_cpus_per_task", ray_cpus_per_task),
-                                   ("ray_gpus_per_task", ray_gpus_per_task)) if v is not None}
+    given = {k: v for k, v in (("ray_address", ray_address),
+                               ("ray_cpus_per_task", ray_cpus_per_task),
+                               ("ray_gpus_per_task", ray_gpus_per_task),
+                               ("workers", workers),
+                               ("threads_per_worker", threads_per_worker)) if v is not None}
+    for option, value in given.items():
+        needs = "ray" if option.startswith("ray_") else "processes"
+        if name != needs:
+            raise invalid(owner, spelled(option), f"given only with {spelled('backend')} "
+                          f"{needs}", value)
     if name == "local":
-        if ray_given:
-            first = next(iter(ray_given))
-            raise invalid(owner, spelled(first), f"given only with {spelled('backend')} ray",
-                          ray_given[first])
         return LocalBackend()
+    if name == "processes":
+        return ProcessBackend(ProcessOptions(
+            workers=workers, threads_per_worker=1 if threads_per_worker is None
+            else threads_per_worker))
     options = RayOptions(address=ray_address,
                          cpus_per_task=1 if ray_cpus_per_task is None else ray_cpus_per_task,
                          gpus_per_task=0.0 if ray_gpus_per_task is None else ray_gpus_per_task)
@@ -246,13 +417,20 @@ def get_backend(backend: str | Backend = "local", *, owner: str = "backend",
 
 
 def add_backend_options(p: argparse.ArgumentParser, work: str) -> None:
-    """``--backend local|ray`` and the Ray options of a command, read by
+    """``--backend local|processes|ray`` and the options of a command, read by
     :func:`backend_from_args`."""
     from robustness.core.argtypes import non_negative_number, positive_int
 
     p.add_argument("--backend", choices=BACKENDS, default="local",
-                   help=f"where {work} runs: this process (default) or Ray workers, one task "
-                        "each (a local Ray instance, or --ray-address)")
+                   help=f"where {work} runs: this process (default), worker processes on "
+                        "this machine, or Ray workers, one task each (a local Ray "
+                        "instance, or --ray-address)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="worker processes, with --backend processes (default: this "
+                        "machine's CPUs // --threads-per-worker)")
+    p.add_argument("--threads-per-worker", type=positive_int, default=None,
+                   help="torch threads of each worker process, with --backend processes "
+                        "(default: 1)")
     p.add_argument("--ray-address", default=None,
                    help="an existing Ray cluster, e.g. 'auto' or ray://HOST:10001 (with "
                         "--backend ray; default: RAY_ADDRESS, else a local instance)")
@@ -267,9 +445,10 @@ def backend_from_args(args: argparse.Namespace, command: str) -> Backend:
     without Ray installed, one line saying how to install it."""
     return get_backend(args.backend, owner=f"robustness {command}",
                        ray_address=args.ray_address, ray_cpus_per_task=args.ray_cpus_per_task,
-                       ray_gpus_per_task=args.ray_gpus_per_task, cli_names=True)
+                       ray_gpus_per_task=args.ray_gpus_per_task, workers=args.workers,
+                       threads_per_worker=args.threads_per_worker, cli_names=True)
 
 
 __all__ = ["BACKENDS", "RAY_INSTALL_HINT", "Backend", "BackendUnavailable", "LocalBackend",
-           "RayBackend", "RayOptions", "add_backend_options", "backend_from_args",
-           "get_backend"]
+           "ProcessBackend", "ProcessOptions", "RayBackend", "RayOptions", "add_backend_options",
+           "backend_from_args", "get_backend", "usable_cpus"]

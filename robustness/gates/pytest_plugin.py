@@ -97,7 +97,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run only robustness gates (deselect other tests)")
     group.addoption("--robustness-backend", choices=BACKENDS, default="local",
                     help="where each gate's attack x eps x shard tasks run: this process "
-                         "(default) or Ray workers (pip install '.[ray]')")
+                         "(default), worker processes on this machine (one per CPU), or "
+                         "Ray workers (pip install '.[ray]')")
     group.addoption("--robustness-ray-address", default=None, metavar="ADDRESS",
                     help="an existing Ray cluster for --robustness-backend ray (default: "
                          "RAY_ADDRESS, else a local instance)")
