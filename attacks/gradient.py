@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from attacks.base import Attack, RunResult
+from robustness.core.modes import balanced_rows, pass_rows, predict
 from robustness.core.validation import (
     MAX_ITERATIONS,
     MAX_RESTARTS,
@@ -141,6 +142,12 @@ class GradientAttack(Attack):
     then equal the given layout's up to float rounding, which can flip the sign of a
     near-zero gradient pixel (tested: same robust accuracy).
 
+    A large batch runs through the model in passes whose largest activation stays near
+    ``PASS_BYTES`` (:func:`~robustness.core.modes.pass_rows`: rows of about 125 images
+    for the reference ConvNet), which stay in the CPU's caches; a model that mixes rows
+    or is small runs in one pass. Rows are independent, so each row's gradient is the
+    one pass's up to float rounding (tested: the same adversarial examples).
+
     Each step is one forward and one backward pass w.r.t. the input only (no weight
     gradients). Success of an iterate is read from the logits of that same forward
     pass, so bookkeeping costs no extra model call; only with several restarts is each
@@ -184,6 +191,7 @@ class GradientAttack(Attack):
         geometry = GEOMETRIES[self.norm]
         eps = float(self.eps or 0.0)
         n = x.shape[0]
+        rows = pass_rows(model, x)  # passes that stay in the CPU's caches
         x_out = x.clone()  # (N, C, H, W): what is returned
         predicted = torch.full((n,), -1, dtype=torch.int64)  # prediction on x_out, if known
         found = torch.zeros(n, dtype=torch.bool)  # an evaluated iterate fooled the model
@@ -198,18 +206,14 @@ class GradientAttack(Attack):
             start = geometry.random_start(x0, eps) if self.random_start else 0.0
             xa = (x0 + start).clamp(0.0, 1.0)
             for _ in range(self.steps):
-                xa.requires_grad_(True)
-                logits = self._differentiable(model(xa))  # (A, K)
-                loss = attack_loss(logits, lab, targeted=self.targeted, kind=self.loss)
-                (grad,) = torch.autograd.grad(loss.sum(), xa)
+                logits, grad = self._logits_and_grad(model, xa, lab, rows)  # (A, K), like xa
                 queries[idx] += 1
                 grads[idx] += 1
                 with torch.no_grad():
-                    xa = xa.detach()
-                    fooled = self._fooled(logits.detach(), lab)
+                    fooled = self._fooled(logits, lab)
                     if bool(fooled.any()):
                         x_out[idx[fooled]] = xa[fooled]
-                        predicted[idx[fooled]] = logits.detach()[fooled].argmax(1)
+                        predicted[idx[fooled]] = logits[fooled].argmax(1)
                         found[idx[fooled]] = True
                         if self.early_stop:
                             keep = ~fooled
@@ -227,8 +231,7 @@ class GradientAttack(Attack):
             x_out[idx[pending]] = xa[pending]
             predicted[idx[pending]] = -1
             if restart + 1 < self.restarts:
-                with torch.no_grad():
-                    final = model(xa)
+                final = predict(model, xa, batch_size=balanced_rows(len(xa), rows))
                 fooled = self._fooled(final, lab)
                 predicted[idx[pending]] = final[pending].argmax(1)
                 queries[idx] += 1
@@ -245,6 +248,7 @@ class GradientAttack(Attack):
         geometry = GEOMETRIES[self.norm]
         eps = float(self.eps or 0.0)
         n = x.shape[0]
+        rows = pass_rows(model, x)
         x_out = x.clone()
         best = torch.full((n,), float("-inf"))
         evals = torch.zeros(n, dtype=torch.int64)
@@ -252,22 +256,42 @@ class GradientAttack(Attack):
             start = geometry.random_start(x, eps) if self.random_start else 0.0
             xa = (x + start).clamp(0.0, 1.0)
             for _ in range(self.steps):
-                xa.requires_grad_(True)
-                loss = attack_loss(self._differentiable(model(xa)), labels,
-                                   targeted=self.targeted, kind=self.loss)
-                (grad,) = torch.autograd.grad(loss.sum(), xa)
+                _, grad = self._logits_and_grad(model, xa, labels, rows)
                 with torch.no_grad():
-                    stepped = xa.detach() + self.step_size * geometry.direction(grad)
+                    stepped = xa + self.step_size * geometry.direction(grad)
                     xa = (x + geometry.project(stepped - x, eps)).clamp(0.0, 1.0)
             evals += self.steps
             if self.restarts == 1:
                 return RunResult(x_adv=xa, queries=evals.clone(), gradient_evaluations=evals)
-            with torch.no_grad():
-                final = attack_loss(model(xa), labels, targeted=self.targeted, kind=self.loss)
+            final = attack_loss(predict(model, xa, batch_size=balanced_rows(n, rows)), labels,
+                                targeted=self.targeted, kind=self.loss)
             better = final > best
             x_out[better], best[better] = xa[better], final[better]
         queries = evals + self.restarts  # each restart's final iterate was scored once
         return RunResult(x_adv=x_out, queries=queries, gradient_evaluations=evals)
+
+    def _logits_and_grad(self, model: nn.Module, xa: torch.Tensor, labels: torch.Tensor,
+                         rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward + backward w.r.t. the input, in passes of about ``rows``
+        (:func:`~robustness.core.modes.pass_rows`; None: one pass).
+
+        Shapes: xa (A, C, H, W), labels (A,) -> logits (A, K), detached, and the gradient
+        of the summed attack loss (A, C, H, W). Rows are independent (the model is in eval
+        mode and passed the halves probe), so each row's gradient is the one pass's.
+        """
+        size = balanced_rows(xa.shape[0], rows)
+        logits, grads = [], []
+        for start in range(0, xa.shape[0], size):
+            part = xa[start:start + size].detach().requires_grad_(True)
+            out = self._differentiable(model(part))
+            loss = attack_loss(out, labels[start:start + size], targeted=self.targeted,
+                               kind=self.loss)
+            (grad,) = torch.autograd.grad(loss.sum(), part)
+            logits.append(out.detach())
+            grads.append(grad)
+        if len(grads) == 1:
+            return logits[0], grads[0]
+        return torch.cat(logits), torch.cat(grads)
 
     def _differentiable(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits``, if they carry a gradient back to the input (else a clear error)."""

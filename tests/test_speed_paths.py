@@ -12,6 +12,9 @@
    on the same inputs again (one ensemble under several aggregations): the same report.
 5. ``Attack.craft``, adversarial training's way to call an attack, skips the forward
    passes that judge the inputs: the inputs ``__call__`` returns, the same training.
+6. Cache-sized passes: a gradient attack runs a large batch through the model in passes
+   of about ``PASS_BYTES`` of its largest activation (``pass_rows``): the adversarial
+   examples of one pass, and no split of a model that mixes rows or is small.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from torch import nn
 from attacks.base import RunResult
 from attacks.conformance import check_attack
 from attacks.gradient import FGSM, PGD
-from robustness.core.modes import fast_layout
+from robustness.core import modes
+from robustness.core.modes import balanced_rows, fast_layout, pass_rows
 from robustness.core.validation import ParameterError
 from robustness.data import Dataset
 from robustness.evaluation import checks, evaluate
@@ -364,3 +368,93 @@ def test_adversarial_training_trains_the_same_model_with_craft(digits: Dataset) 
         models.append(model)
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def _one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch in one pass, as before the split (no activation is that large)."""
+    monkeypatch.setattr(modes, "PASS_BYTES", 2**62)
+
+
+@pytest.mark.parametrize("attack", [
+    PGD(eps=0.3, steps=5),
+    PGD(eps=0.3, steps=5, restarts=2, early_stop=True),
+    PGD(norm="l2", eps=2.0, steps=5, targeted=True),
+    FGSM(eps=0.2),
+], ids=["pgd", "pgd-restarts-early-stop", "pgd-l2-targeted", "fgsm"])
+def test_passes_of_a_large_batch_give_the_adversarial_examples_of_one_pass(
+        trained_convnet: nn.Module, mnist: Dataset, attack: PGD,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = mnist.x_test[:300], mnist.y_test[:300]
+    sizes: list[int] = []  # rows of each forward + backward pass (judging is forward only)
+    hook = trained_convnet.register_forward_pre_hook(
+        lambda _m, args: sizes.append(args[0].shape[0]) if torch.is_grad_enabled() else None)
+    try:
+        rows = pass_rows(trained_convnet, x)
+        assert rows is not None and balanced_rows(300, rows) <= 150  # really split here
+        split = attack(trained_convnet, x, y)
+        split_every = attack(trained_convnet, x, y, every_sample=True)
+        assert max(sizes) <= 150
+        _one_pass(monkeypatch)
+        sizes.clear()
+        whole = attack(trained_convnet, x, y)
+        whole_every = attack(trained_convnet, x, y, every_sample=True)
+        assert max(sizes) == 300
+    finally:
+        hook.remove()
+    # Rows are computed independently either way: the same pixels, not only the same
+    # verdicts (float rounding could flip a near-zero gradient sign: 1 image allowed).
+    for a, b in ((split, whole), (split_every, whole_every)):
+        assert int((a.success != b.success).sum()) <= 1
+        differ = ((a.x_adv - b.x_adv).abs() > 1e-6).flatten(1).any(1)
+        assert int(differ.sum()) <= 1
+        assert torch.equal(a.gradient_evaluations, b.gradient_evaluations)
+
+
+def test_a_model_that_mixes_rows_or_is_small_is_never_split(mnist: Dataset) -> None:
+    from robustness.models import build_model
+
+    class BatchCentred(nn.Module):
+        """A ConvNet that subtracts the batch mean of its logits: rows are not independent."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = build_model("convnet", (1, 28, 28), 10, seed=0)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.net(x)
+            return z - z.mean(0, keepdim=True)
+
+    x = mnist.x_test[:600]
+    mixing = BatchCentred().eval()
+    assert pass_rows(mixing.net, x) is not None  # its ConvNet alone would be split
+    assert pass_rows(mixing, x) is None
+    mlp = build_model("mlp", (1, 28, 28), 10, seed=0).eval()
+    assert pass_rows(mlp, x) is None  # its largest activation is 3 KiB a row
+    # A gradient attack on the mixing model is the one-pass attack.
+    sizes: list[int] = []
+    mixing.register_forward_pre_hook(
+        lambda _m, args: sizes.append(args[0].shape[0]) if torch.is_grad_enabled() else None)
+    PGD(eps=0.1, steps=2)(mixing, x, mnist.y_test[:600])
+    assert sizes == [600, 600]  # two steps, one pass each
+
+
+def test_the_row_measure_and_the_halves_probe_are_kept_while_the_model_is_the_same(
+        mnist: Dataset) -> None:
+    x = mnist.x_test[:400]
+    model, sizes = _counted_convnet()
+    assert pass_rows(model, x) == 125  # 6 MiB / the 49 KiB of its first convolution's output
+    assert sizes == [2, 8, 4, 4]  # the measure (two rows), the probe whole and in halves
+    sizes.clear()
+    assert pass_rows(model, x[:300]) == 125 and sizes == []
+    assert pass_rows(model, x[:150]) is None  # one pass: 150 is nearer one pass than two
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.0)  # an optimizer step: measured again
+    assert pass_rows(model, x) == 125 and len(sizes) == 4
+
+
+@pytest.mark.parametrize(("n", "rows", "size"), [
+    (300, None, 300), (100, 125, 100), (150, 125, 150), (256, 125, 128), (300, 125, 150),
+    (1000, 125, 125), (1001, 125, 126), (2, 1, 1)])
+def test_balanced_rows_splits_into_equal_passes_without_a_sliver(n: int, rows: int | None,
+                                                                  size: int) -> None:
+    assert balanced_rows(n, rows) == size
