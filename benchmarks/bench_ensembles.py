@@ -56,7 +56,6 @@ from robustness.bench import (
     write_record,
 )
 from robustness.core.backend import usable_cpus
-from robustness.core.modes import predict
 from robustness.data import load_dataset
 from robustness.models import build_model
 from robustness.train import train
@@ -84,6 +83,12 @@ def vmap_step(members: list[nn.Module], channels_last: bool) -> Any:
     return step
 
 
+def plain_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A single model's logits the default way: one no-grad pass of all of ``x``."""
+    with torch.no_grad():
+        return model(x)
+
+
 def section(data: Any, n: int, epochs: int, repeats: int, layouts: bool) -> dict[str, Any]:
     """Sections 1-3 for ensembles of ``n`` members."""
     shape, k = data.input_shape, data.num_classes
@@ -101,7 +106,7 @@ def section(data: Any, n: int, epochs: int, repeats: int, layouts: bool) -> dict
     x, y = data.x_test, data.y_test
     xb, yb = x[:256], y[:256]
     times = interleaved_times({
-        "single_predict": lambda: [predict(m, x) for m in singles],
+        "single_predict": lambda: [plain_forward(m, x) for m in singles],
         "ensemble_predict": lambda: ensemble.member_predictions(x),
         "single_grad": lambda: [floor_step(m, xb, yb) for m in singles],
         "ensemble_grad": lambda: floor_step(ensemble.with_aggregation("logit_mean"), xb, yb),

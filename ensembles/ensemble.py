@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ensembles.sampling import SamplingPlan
-from robustness.core.modes import eval_mode
+from robustness.core.modes import balanced_rows, eval_mode, pass_rows
 from robustness.core.validation import (
     ParameterError,
     check_choice,
@@ -195,8 +195,10 @@ class Ensemble(nn.Module):
         """Top-1 class of every member on (B, C, H, W) -> (N, B) int64, in eval mode."""
         check_images("Ensemble.member_predictions", x)
         with eval_mode(self):
-            parts = [self.member_logits(x[i:i + batch_size]).argmax(-1)
-                     for i in range(0, x.shape[0], batch_size)]
+            # Batches no larger than the cache-sized passes of attacks (pass_rows).
+            size = max(1, min(batch_size, balanced_rows(x.shape[0], pass_rows(self, x))))
+            parts = [self.member_logits(x[i:i + size]).argmax(-1)
+                     for i in range(0, x.shape[0], size)]
         return torch.cat(parts, dim=1)
 
     def member_accuracy(self, x: torch.Tensor, y: torch.Tensor, *,

@@ -210,9 +210,12 @@ def test_reused_predictions_are_the_models_own_and_save_the_re_evaluation(
         attack: PGD) -> None:
     x, y = attack_batch
     model = copy.deepcopy(trained_convnet)
-    batch_sizes: list[int] = []  # of every forward call
-    model.register_forward_pre_hook(lambda _, args: batch_sizes.append(args[0].shape[0]))
+    calls: list[tuple[int, bool]] = []  # (rows, with gradients) of every forward call
+    model.register_forward_pre_hook(
+        lambda _, args: calls.append((args[0].shape[0], torch.is_grad_enabled())))
     batch = attack(model, x, y)
+    last_step = max(i for i, (_, grad) in enumerate(calls) if grad)
+    judged = sum(rows for rows, _ in calls[last_step + 1:])  # the template's re-evaluation
     with torch.no_grad():
         fresh = trained_convnet(batch.x_adv).argmax(1)
     assert torch.equal(batch.predictions, fresh)
@@ -223,9 +226,9 @@ def test_reused_predictions_are_the_models_own_and_save_the_re_evaluation(
     if isinstance(attack, FGSM):  # one step: only inputs wrong from the start were scored
         with torch.no_grad():
             wrong = int((trained_convnet(x).argmax(1) != y).sum())
-        assert batch_sizes[-1] == x.shape[0] - wrong
+        assert judged == x.shape[0] - wrong
     else:  # a sample fooled only by its final, never scored iterate is re-evaluated
-        assert x.shape[0] - scored <= batch_sizes[-1] < x.shape[0]
+        assert x.shape[0] - scored <= judged < x.shape[0]
 
 
 @pytest.mark.torchattacks
@@ -342,10 +345,11 @@ def test_craft_returns_the_inputs_the_call_returns_without_judging_them(
     sizes: list[int] = []
     model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].shape[0]))
     crafted = attack.craft(model, x, y)
-    crafting = sizes.count(len(x))  # passes on every input (not the checks' few)
+    # Rows of the passes on the inputs (in cache-sized parts), not of the checks' few.
+    crafting = sum(n for n in sizes if n > 8)
     sizes.clear()
     assert torch.equal(crafted, attack(model, x, y, every_sample=True).x_adv)
-    assert sizes.count(len(x)) == crafting + 2  # the call also judged: two more passes
+    assert sum(n for n in sizes if n > 8) == crafting + 2 * len(x)  # two more: judged
     genetic = GeneticAttack(eps=0.3, generations=5)
     assert torch.equal(genetic.craft(model, x[:8], y[:8]),
                        genetic(model, x[:8], y[:8], every_sample=True).x_adv)
@@ -458,3 +462,28 @@ def test_the_row_measure_and_the_halves_probe_are_kept_while_the_model_is_the_sa
 def test_balanced_rows_splits_into_equal_passes_without_a_sliver(n: int, rows: int | None,
                                                                   size: int) -> None:
     assert balanced_rows(n, rows) == size
+
+
+def test_predict_runs_in_the_same_passes_with_the_same_logits(
+        trained_convnet: nn.Module, mnist: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ensembles.ensemble import Ensemble
+    from robustness.core.modes import predict
+
+    x = mnist.x_test[:1000]
+    sizes: list[int] = []
+    hook = trained_convnet.register_forward_pre_hook(
+        lambda _m, args: sizes.append(args[0].shape[0]))
+    try:
+        split = predict(trained_convnet, x)
+        assert max(sizes[-8:]) == 125 and len(sizes) >= 8  # 8 passes of 125 rows
+        ensemble = Ensemble([trained_convnet, copy.deepcopy(trained_convnet)], "mean")
+        votes = ensemble.member_predictions(x)
+        _one_pass(monkeypatch)
+        sizes.clear()
+        whole = predict(trained_convnet, x)
+        assert sizes == [1000]
+        assert torch.equal(ensemble.member_predictions(x), votes)
+    finally:
+        hook.remove()
+    assert torch.allclose(split, whole, rtol=1e-5, atol=1e-5)
+    assert torch.equal(split.argmax(1), whole.argmax(1))

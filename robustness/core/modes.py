@@ -38,12 +38,17 @@ def eval_mode(*models: nn.Module, switch: bool = True) -> Iterator[None]:
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode, without gradients, in batches.
 
+    A batch is at most ``batch_size`` rows, and no larger than the cache-sized passes of
+    :func:`pass_rows` (rows of ~125 images for the reference ConvNet: a forward of 1,000
+    images took 0.7x the time so): the same logits up to float rounding.
+
     Shapes: x (N, C, H, W) -> logits (N, K). Every submodule's mode is restored after.
     """
     import torch
 
     with eval_mode(model), torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        size = max(1, min(batch_size, balanced_rows(x.shape[0], pass_rows(model, x))))
+        return torch.cat([model(x[i:i + size]) for i in range(0, x.shape[0], size)])
 
 
 # The probe that decides whether the channels_last layout may be used: a few images, and
@@ -177,6 +182,9 @@ def fast_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
 # members run one after another, and passes sized by their sum were too small to gain
 # (1.13x). A small model is never split.
 PASS_BYTES = 6 * 2**20
+# Passes of fewer rows were not measured: a model whose largest activation needs them
+# (over PASS_BYTES / 32, ~190 KiB a row) runs in one pass, as before.
+MIN_PASS_ROWS = 32
 _ROW_BYTES: ModelVerdicts[float] = ModelVerdicts()  # the largest leaf output of one row
 _ROWS_INDEPENDENT: ModelVerdicts[bool] = ModelVerdicts()  # the halves probe
 
@@ -186,11 +194,12 @@ def pass_rows(model: nn.Module, x: torch.Tensor) -> int | None:
     or None where one pass of all of ``x`` is as good.
 
     In a pass, no leaf module's output is larger than about ``PASS_BYTES`` (one forward
-    of two rows, with hooks, measures them). A batch is split only where that gives two
-    passes or more (:func:`balanced_rows`), and only if the model treats rows
-    independently: a probe of the first images in one pass and in two halves must give the
-    same logits within ``LAYOUT_RTOL`` of their scale, so a model that normalises over the
-    batch is never split. Both verdicts are kept while :func:`model_key` is unchanged.
+    of two rows, with hooks, measures them); passes are never below ``MIN_PASS_ROWS``
+    rows, so a batch of fewer than 48 rows is never split (nor measured). A batch is
+    split only where that gives two passes or more (:func:`balanced_rows`), and only if
+    the model treats rows independently: a probe of the first images in one pass and in
+    two halves must give the same logits within ``LAYOUT_RTOL`` of their scale, so a
+    model that normalises over the batch is never split. Both verdicts are kept while :func:`model_key` is unchanged.
 
     Parameters
     ----------
@@ -207,7 +216,7 @@ def pass_rows(model: nn.Module, x: torch.Tensor) -> int | None:
     import torch
 
     n = x.shape[0]
-    if n < 2:
+    if balanced_rows(n, MIN_PASS_ROWS) == n:  # one pass whatever the model: not measured
         return None
     key = model_key(model, x)
     per_row = _ROW_BYTES.get(model, key)
@@ -228,10 +237,8 @@ def pass_rows(model: nn.Module, x: torch.Tensor) -> int | None:
                 handle.remove()
         per_row = max(sizes, default=0) / 2
         _ROW_BYTES.put(model, key, per_row)
-    if not per_row:
-        return None
-    rows = max(1, int(PASS_BYTES // per_row))
-    if balanced_rows(n, rows) == n:
+    rows = int(PASS_BYTES // per_row) if per_row else n
+    if rows < MIN_PASS_ROWS or balanced_rows(n, rows) == n:
         return None
     independent = _ROWS_INDEPENDENT.get(model, key)
     if independent is None:
