@@ -175,10 +175,12 @@ def check_images(owner: str, x: Any, name: str = "x") -> torch.Tensor:
     if not x.is_floating_point():
         raise invalid(owner, name, "a floating-point tensor with values in [0, 1]",
                       f"dtype {x.dtype}", raw=True)
-    n_nan = int(torch.isnan(x).sum())
-    if n_nan:
-        raise invalid(owner, name, "free of NaN values", f"{n_nan} NaN values", raw=True)
+    # min and max propagate NaN, so the happy path allocates nothing of x's size (a
+    # NaN mask summed as int64 was 8 bytes per pixel: 63 MB for 10,000 MNIST images).
     lo, hi = float(x.min()), float(x.max())
+    if math.isnan(lo) or math.isnan(hi):
+        n_nan = int(torch.isnan(x).sum())
+        raise invalid(owner, name, "free of NaN values", f"{n_nan} NaN values", raw=True)
     if lo < 0.0 or hi > 1.0:
         raise invalid(owner, name, "pixel values in [0, 1]",
                       f"values in [{lo:.4g}, {hi:.4g}]", raw=True)
