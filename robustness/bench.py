@@ -340,7 +340,7 @@ def gradient_targets(kind: str, batch: int, ratios: dict[str, Timing]) -> list[T
         targets.append(at_most(
             f"{label} full call / ({k} x floor as given) in the fastest layout, batch {batch}",
             ours, FAST_LAYOUT_TARGET, note=floors,
-            missed_because=f"{floors}: the layout and the passes gain less on this CPU"
+            missed_because="the layout and the passes gain less on this CPU"
             if passes.median > 0.75 else ""))
     return targets
 

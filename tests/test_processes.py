@@ -7,6 +7,7 @@ so that is the condition for bit-identical numbers (see ``robustness.core.backen
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -41,6 +42,29 @@ def _sleep(item: tuple[float, Path]) -> None:
     seconds, path = item
     path.write_text(str(os.getpid()))
     time.sleep(seconds)
+
+
+class _Loud:
+    """A shared object that notes in a file every time a process unpickles it."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def __setstate__(self, state: dict[str, Path]) -> None:
+        self.__dict__.update(state)
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def _pid(item: int, *, loud: _Loud) -> int:
+    return os.getpid()
+
+
+def _leftovers() -> set[str]:
+    """The shared-object files of runs, in the temporary directory."""
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("robustness-shared-*")}
 
 
 @pytest.fixture
@@ -82,10 +106,11 @@ def test_workers_run_every_item_with_the_run_s_shared_objects_and_one_torch_thre
     assert default.slots() == usable_cpus()  # one single-threaded worker per CPU
 
 
-def test_an_error_inside_a_task_is_raised_as_itself(backend: ProcessBackend) -> None:
-    import functools
+check_int_task = functools.partial(check_int, "task", "item", low=4)
 
-    task = functools.partial(check_int, "task", "item", low=4)
+
+def test_an_error_inside_a_task_is_raised_as_itself(backend: ProcessBackend) -> None:
+    task = check_int_task
     with pytest.raises(ParameterError, match=r"The 'item' parameter of task must be an int in "
                        r"the range \[4, inf\). Got 3 instead.") as e:
         list(backend.run(task, [5, 3]))
@@ -178,3 +203,23 @@ def test_an_evaluation_sharded_over_worker_processes_equals_the_local_report(
     assert comparable(sharded) == comparable(local)
     assert sharded.provenance["backend"] == {"backend": "processes", "workers": 2,
                                              "threads_per_worker": 1}
+
+
+def test_shared_objects_are_read_once_per_worker_and_run_and_leave_no_file(
+        backend: ProcessBackend, tmp_path: Path) -> None:
+    before = _leftovers()
+    log = tmp_path / "unpickled"
+    pids = set(dict(backend.run(_pid, list(range(8)), {"loud": _Loud(log)})).values())
+    readers = log.read_text().split()
+    assert len(readers) == len(set(readers)) <= 2  # once per worker, not once per task
+    assert set(readers) == {str(p) for p in pids}
+    assert _leftovers() == before
+    log.unlink()
+    dict(backend.run(_pid, [0, 1], {"loud": _Loud(log)}))  # the next run: read again
+    assert 1 <= len(log.read_text().split()) <= 2
+    with pytest.raises(ParameterError):
+        list(backend.run(check_int_task, [0, 1]))
+    run = backend.run(_sleep, [(0.0, tmp_path / "a"), (600.0, tmp_path / "b")])
+    next(run)
+    run.close()
+    assert _leftovers() == before  # also after a failure and an early close

@@ -10,7 +10,7 @@ and of some shared objects, and hands them to a backend:
 * :class:`ProcessBackend` runs them in a pool of worker processes on this machine, each
   with its own torch threads (by default one per CPU: two processes that each use every
   core slow each other down several times over). The shared objects are pickled once
-  per run; a worker unpickles them once per run, not per task;
+  per run into a temporary file, which each worker reads once per run;
 * :class:`RayBackend` submits one Ray task per item. The shared objects (training data,
   model weights) go into Ray's object store **once** and every task reads them from
   there. A task whose worker process dies is retried by Ray (``max_retries``); an
@@ -36,6 +36,7 @@ import argparse
 import logging
 import os
 import pickle
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -119,14 +120,15 @@ def _process_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _process_task(fn: Callable[..., Any], item: Any, token: int, shared: bytes) -> bytes:
-    """Run ``fn(item, **shared)`` in a worker; the shared objects are unpickled once per
-    run. The result goes back pickled: tensors as bytes, not as shared-memory handles
-    (one open file per tensor in the driver)."""
+def _process_task(fn: Callable[..., Any], item: Any, token: int, shared: str) -> bytes:
+    """Run ``fn(item, **shared objects)`` in a worker; the shared objects are read from the
+    run's file ``shared`` once per run (``token``). The result goes back pickled: tensors
+    as bytes, not as shared-memory handles (one open file per tensor in the driver)."""
     global _WORKER_SHARED
     if _WORKER_SHARED is None or _WORKER_SHARED[0] != token:
         _WORKER_SHARED = None  # the previous run's objects are freed before these load
-        _WORKER_SHARED = (token, pickle.loads(shared))  # our own driver's bytes
+        with open(shared, "rb") as f:
+            _WORKER_SHARED = (token, pickle.load(f))  # our own driver's file
     return pickle.dumps(fn(item, **_WORKER_SHARED[1]), protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -209,11 +211,17 @@ class ProcessBackend(Backend):
             blob = pickle.dumps(kwargs, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError) as e:
             raise _unpicklable(kwargs, e) from None
+        # Once per run, not with every task: the experiment shares every member's weights.
+        fd, path = tempfile.mkstemp(prefix="robustness-shared-", suffix=".pkl")
         self._runs += 1
-        pool = self._executor()
-        pending = {pool.submit(_process_task, fn, item, self._runs, blob): i
-                   for i, item in enumerate(items)}
+        pending: dict[Any, int] = {}
         try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            del blob
+            pool = self._executor()
+            pending = {pool.submit(_process_task, fn, item, self._runs, path): i
+                       for i, item in enumerate(items)}
             while pending:
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for future in done:
@@ -232,6 +240,7 @@ class ProcessBackend(Backend):
         finally:
             if pending:  # interrupted or failed: nothing keeps running for nobody
                 self._stop()
+            os.unlink(path)  # also when writing it failed (a full disk): nothing is left
 
     def _stop(self) -> None:
         """Cancel what has not started, end the workers of what has."""
