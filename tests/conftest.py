@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -76,3 +77,16 @@ def trained_convnet(mnist: Dataset) -> nn.Module:
 def attack_batch(mnist: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """The first 200 `mnist` test images and labels: a batch for attack tests."""
     return mnist.x_test[:200].clone(), mnist.y_test[:200].clone()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread, as a Ray task or a worker process runs by default: the
+    condition for a local run's numbers to equal theirs bit for bit (CPU kernels reduce
+    in a thread-count-dependent order; see ``robustness.core.backend``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -76,17 +76,6 @@ def backend() -> Iterator[ProcessBackend]:
         b.close()
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """The local run with the torch threads of a worker (see the module docstring)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_workers_run_every_item_with_the_run_s_shared_objects_and_one_torch_thread(
         backend: ProcessBackend) -> None:
     first = dict(backend.run(_square, [3, 1, 2, 5], {"offset": 10}))

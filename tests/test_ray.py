@@ -41,17 +41,6 @@ def backend() -> Iterator[RayBackend]:
         ray.shutdown()
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """The local run with the torch threads of a Ray task (see the module docstring)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _weights(ensemble: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
     return [m.state_dict() for m in ensemble.members]
 
