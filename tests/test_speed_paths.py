@@ -487,3 +487,24 @@ def test_predict_runs_in_the_same_passes_with_the_same_logits(
         hook.remove()
     assert torch.allclose(split, whole, rtol=1e-5, atol=1e-5)
     assert torch.equal(split.argmax(1), whole.argmax(1))
+
+
+def test_the_pass_probes_leave_an_attacks_random_stream_alone(mnist: Dataset) -> None:
+    from robustness.models import build_model
+
+    class Noisy(nn.Module):
+        """A randomized model (noise on its input, even in eval mode): every forward of it,
+        the probes' too, draws from the global RNG."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = build_model("convnet", (1, 28, 28), 10, seed=0)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x + 0.01 * torch.randn_like(x))
+
+    x, y = mnist.x_test[:300], mnist.y_test[:300]
+    model = Noisy().eval()
+    first = PGD(eps=0.1, steps=2, seed=3)(model, x, y).x_adv  # measures: probes run
+    again = PGD(eps=0.1, steps=2, seed=3)(model, x, y).x_adv  # kept: no probe
+    assert torch.equal(first, again)

@@ -242,7 +242,9 @@ def pass_rows(model: nn.Module, x: torch.Tensor) -> int | None:
         leaves = [m for m in model.modules() if next(m.children(), None) is None]
         handles = [m.register_forward_hook(count) for m in leaves]
         try:
-            with torch.no_grad():
+            # The probes leave the global RNG alone: an attack seeded before them must draw
+            # the same random start whether or not the verdicts were already kept.
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 model(x[:2].detach())  # two rows: batch norm refuses one in train mode
         finally:
             for handle in handles:
@@ -256,7 +258,7 @@ def pass_rows(model: nn.Module, x: torch.Tensor) -> int | None:
     if independent is None:
         probe = x[:LAYOUT_PROBE].detach()
         half = probe.shape[0] // 2
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             whole = model(probe)
             parts = torch.cat([model(probe[:half]), model(probe[half:])])
         scale = float(whole.abs().amax()) if whole.numel() else 0.0
