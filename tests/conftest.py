@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -90,3 +91,17 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def report_numbers() -> Callable[[Any], dict[str, Any]]:
+    """A RobustnessReport as JSON without what differs between equal runs on different
+    backends (timings, provenance): the numbers two backends must agree on."""
+    def numbers(report: Any) -> dict[str, Any]:
+        d: dict[str, Any] = report.to_dict()
+        for row in d["results"]:
+            row.pop("seconds")
+        d.pop("provenance")
+        return d
+
+    return numbers

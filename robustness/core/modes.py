@@ -47,19 +47,8 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> tor
     import torch
 
     with eval_mode(model), torch.no_grad():
-        n = x.shape[0]
-        size = max(1, min(batch_size, balanced_rows(n, pass_rows(model, x))))
-        first = model(x[:size])
-        if size >= n:
-            return first
-        # Filled in place: logits kept pass by pass would pin allocator chunks between
-        # the passes' freed buffers, so the resident set would grow with n.
-        out = first.new_empty((n, *first.shape[1:]))
-        out[:size] = first
-        del first
-        for i in range(size, n, size):
-            out[i:i + size] = model(x[i:i + size])
-        return out
+        size = max(1, min(batch_size, balanced_rows(x.shape[0], pass_rows(model, x))))
+        return torch.cat([model(x[i:i + size]) for i in range(0, x.shape[0], size)])
 
 
 # The probe that decides whether the channels_last layout may be used: a few images, and
