@@ -93,13 +93,22 @@ class GeneticAttack(Attack):
     give_up
         With ``early_stop``: also stop evolving a sample that cannot fool the model in
         the generations left, judged every ``generations // 10`` generations (at least
-        10) from the second such window on: its best fitness plus its gain over the last
-        window, extrapolated linearly to the last generation, stays below the fitness
-        any fooling individual has (0 untargeted, ``-log(K - 1)`` targeted). The elite's
+        10) from the second such window on: its best fitness, extrapolated linearly to
+        the last generation at the faster of two rates (its gain per generation since
+        the first generation, and over the last window), stays below the fitness any
+        fooling individual has (0 untargeted, ``-log(K - 1)`` targeted). The elite's
         fitness never falls (elitism), and a search slows as it converges, so the line is
         optimistic and a sample still closing in keeps its budget. Saves most of the
         budget on samples that are robust at this eps (the bulk of a cascade's genetic
-        work); ``False`` spends every generation on them.
+        work); ``False`` spends every generation on them. ``None`` (default): on, except
+        for a model whose ``piecewise_scores`` attribute is true (an ``Ensemble`` under
+        ``max`` or ``vote``): its fitness stalls, then jumps when the chosen member or a
+        vote switches, which no extrapolation of the progress so far foresees (5-member
+        vote ensemble, 60 MNIST images, eps 0.2, 50 generations: with give_up 9 fooled,
+        with the whole budget 16). Measured against ``False`` on the MNIST ConvNet (100
+        images, 300 generations) and its FGSM-trained twin, it fooled 1 image fewer or
+        the same in every setting, for 55-80% of the queries; the last window's rate
+        alone, the rule before, lost up to 13 of 76 (FGSM-trained, eps 0.3).
     seed
         Seeds every random draw (initial population, selection, crossover, mutation).
 
@@ -135,7 +144,8 @@ class GeneticAttack(Attack):
     def __init__(self, *, eps: float = 0.3, population: int = 10, generations: int = 1000,
                  mutation_rate: float = 0.03, alpha: float = 2.0, tau: float = 0.1,
                  elite: int = 1, adaptive: bool = False, patience: int = 20,
-                 targeted: bool = False, early_stop: bool = True, give_up: bool = True,
+                 targeted: bool = False, early_stop: bool = True,
+                 give_up: bool | None = None,
                  seed: int = 0) -> None:
         owner = type(self).__name__
         self._init_common(norm="linf", eps=eps, targeted=targeted, seed=seed)
@@ -154,7 +164,7 @@ class GeneticAttack(Attack):
         self.adaptive = check_bool(owner, "adaptive", adaptive)
         self.patience = check_int(owner, "patience", patience, low=1, high=MAX_ITERATIONS)
         self.early_stop = check_bool(owner, "early_stop", early_stop)
-        self.give_up = check_bool(owner, "give_up", give_up)
+        self.give_up = None if give_up is None else check_bool(owner, "give_up", give_up)
 
     def _for_every_sample(self) -> GeneticAttack:
         # Without early stop every sample evolves for all generations and returns its
@@ -189,8 +199,11 @@ class GeneticAttack(Attack):
         best = torch.full((n,), float("-inf"))
         stalled = torch.zeros(n, dtype=torch.int64)
         plateaus = torch.zeros(n, dtype=torch.int64)
+        give_up = self.give_up if self.give_up is not None else \
+            not getattr(model, "piecewise_scores", False)
         window = max(10, self.generations // 10)  # give_up's judging interval
         judged = torch.full((n,), float("-inf"))  # best fitness one window ago
+        first = judged  # (A,) best fitness of the initial population, set below
 
         for generation in range(self.generations):
             if generation > 0:
@@ -204,17 +217,22 @@ class GeneticAttack(Attack):
                                                   targeted=self.targeted).view(a, m)], 1)
             hit = torch.cat([hit, new_hit.view(a, m)], 1)
             queries[idx] += m
+            if generation == 0:
+                first = fit.amax(1)
 
             if self.early_stop:
                 # A fooled sample stops with the fittest fooling individual: its
                 # misclassification has the widest margin, so the template confirms it.
                 fooled = hit.any(1)  # (A,)
                 stop = fooled
-                if self.give_up and (generation + 1) % window == 0:
+                if give_up and (generation + 1) % window == 0:
                     top = fit.amax(1)  # (A,) the elite's fitness, never falling
                     left = self.generations - generation - 1
                     if generation + 1 >= 2 * window and left > 0:
-                        reach = top + (top - judged) / window * left
+                        # The faster rate: the whole run's catches a search that gained
+                        # in bursts, the last window's one that is speeding up.
+                        rate = torch.maximum((top - first) / generation, (top - judged) / window)
+                        reach = top + rate * left
                         stop = fooled | (reach < self._fooling_fitness(logits.shape[1]))
                     judged = top
                 if bool(stop.any()):
@@ -227,7 +245,7 @@ class GeneticAttack(Attack):
                     delta, fit, hit = delta[keep], fit[keep], hit[keep]
                     rho, alpha = rho[keep], alpha[keep]
                     best, stalled, plateaus = best[keep], stalled[keep], plateaus[keep]
-                    judged = judged[keep]
+                    judged, first = judged[keep], first[keep]
                     if idx.numel() == 0:
                         break
 

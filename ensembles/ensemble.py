@@ -151,6 +151,13 @@ class Ensemble(nn.Module):
     def __len__(self) -> int:
         return len(self.members)
 
+    @property
+    def piecewise_scores(self) -> bool:
+        """Whether the scores jump as the input moves: under ``max`` (the chosen member
+        switches) and ``vote`` (a vote flips). Read by score-based attacks, e.g. the
+        genetic attack does not give up on a sample whose progress has stalled."""
+        return self.aggregation in ("max", "vote")
+
     def with_aggregation(self, aggregation: str) -> Ensemble:
         """The same members (shared, not copied) under another aggregation."""
         return self._view(list(self.members), aggregation)

@@ -10,6 +10,7 @@ from torch import nn
 
 from attacks.base import AdversarialBatch, budget_ok
 from attacks.genetic import GeneticAttack, genetic_fitness
+from ensembles import Ensemble
 from robustness.core.validation import ParameterError
 
 EPS = 0.3
@@ -142,6 +143,27 @@ def test_give_up_spares_the_budget_on_samples_robust_at_this_eps(
     robust = ~spared.success
     assert bool((spared.queries[robust] < 10 + 199 * 9).all())  # none spent the budget
     assert budget_ok(spared.perturbation_norm, 0.05).all()
+
+
+def test_give_up_stays_off_where_the_scores_jump(
+        trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """An ensemble under vote (or max) declares piecewise scores: a sample's fitness stalls
+    and then jumps, so by default no sample is given up there, and the run is the
+    whole-budget run; a smooth aggregation keeps give_up."""
+    x, y = attack_batch[0][:30], attack_batch[1][:30]
+    kwargs = {"eps": 0.05, "generations": 60}
+    vote = Ensemble([trained_convnet] * 3, "vote")
+    assert vote.piecewise_scores and vote.with_aggregation("max").piecewise_scores
+    default = GeneticAttack(**kwargs)(vote, x, y)
+    whole = GeneticAttack(**kwargs, give_up=False)(vote, x, y)
+    forced = GeneticAttack(**kwargs, give_up=True)(vote, x, y)
+    assert torch.equal(default.queries, whole.queries)
+    assert torch.equal(default.x_adv, whole.x_adv)
+    assert int(forced.queries.sum()) < int(whole.queries.sum())  # it would give up here
+    mean = vote.with_aggregation("mean")
+    assert not mean.piecewise_scores
+    assert torch.equal(GeneticAttack(**kwargs)(mean, x, y).queries,
+                       GeneticAttack(**kwargs, give_up=True)(mean, x, y).queries)
 
 
 def test_needs_no_gradients(trained_convnet: nn.Module,
