@@ -16,7 +16,8 @@ from reports.benchmarks import render_benchmarks
 from robustness.core.io import write_text
 
 # The page's order; records of other benchmarks follow in name order.
-ORDER = ("attacks", "evaluate", "ensembles", "memory", "tsne", "collect", "ray", "quick")
+ORDER = ("attacks", "evaluate", "ensembles", "ensembles-full", "memory", "tsne", "collect",
+         "ray", "quick")
 
 HOW = ("Written by `nox -s bench` (`benchmarks/summary.py`, from `runs/bench/*.json`); do not "
        "edit by hand. Every timing is a ratio to something measured in the same run (the "
