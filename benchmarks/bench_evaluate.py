@@ -69,8 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r.label:<40} eps {r.eps:g}: robust {r.robust_accuracy:.3f}, attacked "
               f"{r.n_attacked:>4}, {r.seconds:6.1f} s")
     worst = {w.eps: w.robust_accuracy for w in report.worst_case}
-    targets: list[Target] = [at_most(f"evaluate, {args.n} images, fgsm+pgd+genetic at 3 eps, "
-                                     "cascade", seconds, TARGET_S, unit=" s")]
+    by_attack: dict[str, float] = {}
+    for r in report.results:
+        name = r.label.split("(")[0].strip()  # "pgd (cascade after fgsm)" -> "pgd"
+        by_attack[name] = by_attack.get(name, 0.0) + r.seconds
+    where = ", ".join(f"{name} {sec:.0f} s" for name, sec in by_attack.items())
+    genetic = [r for r in report.results if r.label.startswith("genetic")]
+    attacked = sum(r.n_attacked for r in genetic)
+    targets: list[Target] = [at_most(
+        f"evaluate, {args.n} images, fgsm+pgd+genetic at 3 eps, cascade", seconds, TARGET_S,
+        unit=" s", missed_because=f"attacks {where}: the genetic attack's {attacked} "
+        "images (what PGD left robust, over the 3 eps) keep their generations while their "
+        "fitness, extrapolated at its gain per generation since the first, could still fool "
+        "the model")]
     summary = ["worst case " + ", ".join(f"eps {e:g}: {a:.3f}" for e, a in worst.items())]
     full: dict[str, Any] = {}
     if args.full:
