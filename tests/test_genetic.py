@@ -10,8 +10,12 @@ from torch import nn
 
 from attacks.base import AdversarialBatch, budget_ok
 from attacks.genetic import GeneticAttack, genetic_fitness
+from attacks.gradient import FGSM
 from ensembles import Ensemble
 from robustness.core.validation import ParameterError
+from robustness.data import Dataset
+from robustness.models import build_model
+from robustness.train import attack_hook, train
 
 EPS = 0.3
 
@@ -145,13 +149,32 @@ def test_give_up_spares_the_budget_on_samples_robust_at_this_eps(
     assert budget_ok(spared.perturbation_norm, 0.05).all()
 
 
+def test_give_up_fools_what_the_whole_budget_fools_on_an_fgsm_trained_model(
+        mnist: Dataset) -> None:
+    """FGSM training leaves a model whose samples close in slowly and in bursts: judged by
+    the last window's gain alone, give_up stopped 6 of the 62 images the whole budget
+    fools here (56 against 62); judged at the faster of that and the whole run's rate, it
+    fools them all, and still saves queries."""
+    model = build_model("convnet", mnist.input_shape, mnist.num_classes, seed=0)
+    train(model, mnist.x_train, mnist.y_train, epochs=3, seed=0, progress=False,
+          adversary=attack_hook(FGSM(eps=0.3)), precision="fp32")
+    model.eval()
+    x, y = mnist.x_test[:100], mnist.y_test[:100]
+    kwargs = {"eps": 0.3, "population": 8, "generations": 100}
+    whole = GeneticAttack(**kwargs, give_up=False)(model, x, y)
+    spared = GeneticAttack(**kwargs)(model, x, y)
+    # Dropping samples changes later random draws: allow two images either way.
+    assert int(spared.success.sum()) >= int(whole.success.sum()) - 2
+    assert int(spared.queries.sum()) < int(whole.queries.sum())
+
+
 def test_give_up_stays_off_where_the_scores_jump(
         trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     """An ensemble under vote (or max) declares piecewise scores: a sample's fitness stalls
     and then jumps, so by default no sample is given up there, and the run is the
     whole-budget run; a smooth aggregation keeps give_up."""
-    x, y = attack_batch[0][:30], attack_batch[1][:30]
-    kwargs = {"eps": 0.05, "generations": 60}
+    x, y = attack_batch[0][:20], attack_batch[1][:20]
+    kwargs = {"eps": 0.05, "generations": 40}  # judged at generations 20 and 30
     vote = Ensemble([trained_convnet] * 3, "vote")
     assert vote.piecewise_scores and vote.with_aggregation("max").piecewise_scores
     default = GeneticAttack(**kwargs)(vote, x, y)
