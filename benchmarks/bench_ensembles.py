@@ -254,10 +254,23 @@ def layout_gains(layouts: dict[str, Any]) -> str:
             f"trains an epoch with bf16 at x{best:.2f} of contiguous fp32")
 
 
+def member_sizes(text: str) -> list[int]:
+    """``--members``: ``"10,50"`` -> [10, 50]; ``"none"`` -> [] (time only the experiment)."""
+    if text == "none":
+        return []
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ensemble sizes >= 1 (e.g. 10,50) or 'none', got {text!r}")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--members", type=lambda t: [] if t == "none" else
-                        [int(v) for v in t.split(",")], default=[10, 50],
+    parser.add_argument("--members", type=member_sizes, default=[10, 50],
                         help="comma-separated N, or 'none' to time only the experiment "
                         "(default: 10,50)")
     parser.add_argument("--epochs", type=int, default=2,

@@ -70,11 +70,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.n_attacked:>4}, {r.seconds:6.1f} s")
     worst = {w.eps: w.robust_accuracy for w in report.worst_case}
     by_attack: dict[str, float] = {}
-    for r in report.results:
-        name = r.label.split("(")[0].strip()  # "pgd (cascade after fgsm)" -> "pgd"
-        by_attack[name] = by_attack.get(name, 0.0) + r.seconds
+    for r in report.results:  # r.attack: the attack alone, without the cascade mark
+        by_attack[r.attack] = by_attack.get(r.attack, 0.0) + r.seconds
     where = ", ".join(f"{name} {sec:.0f} s" for name, sec in by_attack.items())
-    genetic = [r for r in report.results if r.label.startswith("genetic")]
+    genetic = [r for r in report.results if r.attack == "genetic"]
     attacked = sum(r.n_attacked for r in genetic)
     targets: list[Target] = [at_most(
         f"evaluate, {args.n} images, fgsm+pgd+genetic at 3 eps, cascade", seconds, TARGET_S,
