@@ -205,17 +205,22 @@ class GradientAttack(Attack):
             x0, lab = x[idx], labels[idx]
             start = geometry.random_start(x0, eps) if self.random_start else 0.0
             xa = (x0 + start).clamp(0.0, 1.0)
+            # Counters are added per restart and when a sample leaves, not on every step:
+            # that cost ~3% of a PGD-10 call at batch 32 (1.06 -> 1.03 x the floor).
+            steps = 0  # steps the samples still in idx took this restart
             for _ in range(self.steps):
                 logits, grad = self._logits_and_grad(model, xa, lab, rows)  # (A, K), like xa
-                queries[idx] += 1
-                grads[idx] += 1
+                steps += 1
                 with torch.no_grad():
                     fooled = self._fooled(logits, lab)
                     if bool(fooled.any()):
-                        x_out[idx[fooled]] = xa[fooled]
-                        predicted[idx[fooled]] = logits[fooled].argmax(1)
-                        found[idx[fooled]] = True
+                        hit = idx[fooled]
+                        x_out[hit] = xa[fooled]
+                        predicted[hit] = logits[fooled].argmax(1)
+                        found[hit] = True
                         if self.early_stop:
+                            queries[hit] += steps
+                            grads[hit] += steps
                             keep = ~fooled
                             idx, x0, lab = idx[keep], x0[keep], lab[keep]
                             xa, grad = xa[keep], grad[keep]
@@ -225,6 +230,8 @@ class GradientAttack(Attack):
                     xa = (x0 + geometry.project(stepped - x0, eps)).clamp(0.0, 1.0)
             if idx.numel() == 0:
                 break
+            queries[idx] += steps
+            grads[idx] += steps
             # The last iterate was never evaluated. With one restart the template's
             # re-evaluation judges it; before another restart, check it here.
             pending = ~found[idx]

@@ -163,9 +163,9 @@ def genetic_targets(rows: list[dict[str, Any]], untargeted: dict[str, Any],
                  missed_because=f"the images ours does not fool take "
                  f"{ours['queries_on_failures'] / max(ours['model_inputs'], 1):.0%} of its "
                  "inputs: give_up keeps an image while its fitness, extrapolated at its gain "
-                 "per generation since the first, could still fool the model (extrapolating "
-                 "the last window alone was cheaper but gave up on images the whole budget "
-                 "fools)"),
+                 "per generation since the first eighth of the run, could still fool the "
+                 "model (extrapolating the last window alone was cheaper but gave up on "
+                 "images the whole budget fools)"),
         at_least("genetic targeted success, ours - foolbox GenAttack",
                  ours["success_rate"] - theirs["success_rate"], 0.0),
     ]

@@ -15,6 +15,8 @@
 6. Cache-sized passes: a gradient attack runs a large batch through the model in passes
    of about ``PASS_BYTES`` of its largest activation (``pass_rows``): the adversarial
    examples of one pass, and no split of a model that mixes rows or is small.
+7. PGD adds to its per-sample counters once per restart, not on every step: the counts
+   still match the model's gradient passes.
 """
 
 from __future__ import annotations
@@ -229,6 +231,40 @@ def test_reused_predictions_are_the_models_own_and_save_the_re_evaluation(
         assert judged == x.shape[0] - wrong
     else:  # a sample fooled only by its final, never scored iterate is re-evaluated
         assert x.shape[0] - scored <= judged < x.shape[0]
+
+
+@pytest.mark.parametrize("attack", [
+    PGD(eps=0.1, steps=10, step_size=0.02),
+    PGD(eps=0.1, steps=10, step_size=0.02, early_stop=True),
+    PGD(eps=0.05, steps=6, step_size=0.02, restarts=3, early_stop=True),
+], ids=["pgd", "pgd-early-stop", "pgd-restarts-early-stop"])
+def test_pgd_counts_each_samples_gradient_steps(
+        trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor],
+        attack: PGD) -> None:
+    """The counters are added once per restart (and when a sample leaves early), not on
+    every step: they still add up to the rows the model ran with gradients, and a sample
+    that left a restart early was fooled."""
+    x, y = attack_batch
+    model = copy.deepcopy(trained_convnet)
+    rows: list[int] = []  # rows of every forward call with gradients: the attack's steps
+    model.register_forward_pre_hook(
+        lambda _, args: rows.append(args[0].shape[0]) if torch.is_grad_enabled() else None)
+    batch = attack(model, x, y)
+    steps = batch.gradient_evaluations
+    assert int(steps.sum()) == sum(rows)
+    assert int(steps.max()) <= attack.steps * attack.restarts
+    if not attack.early_stop:
+        assert bool((steps == attack.steps).all())
+        assert torch.equal(batch.queries, steps)
+        return
+    # A sample that stopped inside a restart was fooled there; one that never was ran
+    # every step of every restart, and each restart but the last judged its last iterate.
+    inside = steps % attack.steps != 0
+    assert bool(inside.any()) and bool(batch.success[inside].all())
+    unfooled = ~batch.success
+    assert bool(unfooled.any())
+    assert bool((steps[unfooled] == attack.steps * attack.restarts).all())
+    assert bool((batch.queries[unfooled] == steps[unfooled] + attack.restarts - 1).all())
 
 
 @pytest.mark.torchattacks
