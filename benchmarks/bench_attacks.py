@@ -14,7 +14,8 @@ minutes on 2 cores). On the reference ConvNet, briefly trained, in one process:
   steps, 5 restarts) as the white-box bound on what a targeted attack can reach there.
 
 Times are medians over rounds after a warm-up, timed round-robin together with the floor
-(``robustness.bench.interleaved_times``), and each ratio's spread is over those rounds.
+(``robustness.bench.interleaved_times``), and each ratio's spread is over those rounds;
+batch 32 gets 4x the rounds of batch 256, since its calls are short and noisier.
 Our full call adds a shape check, the layout probe and one verification forward pass
 on the samples no step scored (success is re-evaluated, not trusted, except where a
 step's own logits scored those very pixels); ``ours (attack loop)`` is ``_run`` alone.
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/attacks.json"),
                         help="where to write the JSON results (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=7,
-                        help="timed rounds per section after one warm-up (default: %(default)s)")
+                        help="timed rounds per section after one warm-up, times 128 / batch "
+                        "for a batch below 128 (default: %(default)s)")
     parser.add_argument("--generations", type=int, default=500,
                         help="generation cap for both genetic attacks (default: %(default)s)")
     parser.add_argument("--train-epochs", type=int, default=3,

@@ -26,7 +26,8 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
                    help=f"{OUT_HELP} (default: %(default)s)")
     add_overwrite_option(p)
     p.add_argument("--repeats", type=positive_int, default=5,
-                   help="timed rounds per section after one warm-up (default: %(default)s)")
+                   help="timed rounds per section after one warm-up, times 128 / batch for a "
+                        "batch below 128 (default: %(default)s)")
     p.add_argument("--batch", type=positive_int_list, default=[32, 256],
                    help="comma-separated batch sizes (default: 32,256)")
     add_seed_option(p, "the model's training")
