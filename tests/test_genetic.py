@@ -12,6 +12,7 @@ from attacks.base import AdversarialBatch, budget_ok
 from attacks.genetic import GeneticAttack, genetic_fitness
 from attacks.gradient import FGSM
 from ensembles import Ensemble
+from robustness.core import modes
 from robustness.core.validation import ParameterError
 from robustness.data import Dataset
 from robustness.models import build_model
@@ -104,29 +105,38 @@ def test_targeted_reaches_targets(trained_convnet: nn.Module,
     assert budget_ok(result.perturbation_norm, EPS).all()
 
 
+def _one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch in one pass (cache-sized passes: tests/test_speed_paths.py)."""
+    monkeypatch.setattr(modes, "PASS_BYTES", 2**62)
+
+
 def test_one_forward_per_generation(trained_convnet: nn.Module,
-                                    attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+                                    attack_batch: tuple[torch.Tensor, torch.Tensor],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = attack_batch[0][:20], attack_batch[1][:20]
     pop, elite, generations = 8, 2, 15
     model = CountingModel(trained_convnet)
+    _one_pass(monkeypatch)
     result = GeneticAttack(population=pop, elite=elite, generations=generations,
                            early_stop=False)(model, x, y)
     # The template adds a shape check (2 images) and the layout probe (two passes of 8)
-    # before, and one re-evaluation after.
-    assert len(model.batch_sizes) == generations + 4
-    assert model.batch_sizes[:3] == [2, 8, 8]
-    attack_calls = model.batch_sizes[3:-1]
+    # before, the pass-size probe one pass of 2, and one re-evaluation after.
+    assert len(model.batch_sizes) == generations + 5
+    assert model.batch_sizes[:4] == [2, 8, 8, 2]
+    attack_calls = model.batch_sizes[4:-1]
     assert attack_calls == [20 * pop] + [20 * (pop - elite)] * (generations - 1)
     assert (result.queries == pop + (generations - 1) * (pop - elite)).all()
 
 
 def test_early_stop_shrinks_the_batch_and_counts_queries(
-        trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        trained_convnet: nn.Module, attack_batch: tuple[torch.Tensor, torch.Tensor],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = attack_batch[0][:40], attack_batch[1][:40]
     pop = 10
     model = CountingModel(trained_convnet)
+    _one_pass(monkeypatch)
     result = GeneticAttack(population=pop, generations=200)(model, x, y)
-    attack_calls = model.batch_sizes[3:-1]  # after the shape check and the layout probe
+    attack_calls = model.batch_sizes[4:-1]  # after the shape check and the three probes
     assert sum(attack_calls) == int(result.queries.sum())
     assert len(attack_calls) == 1 + (int(result.queries.max()) - pop) // (pop - 1)
     assert attack_calls == sorted(attack_calls, reverse=True)

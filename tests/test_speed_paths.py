@@ -12,9 +12,10 @@
    on the same inputs again (one ensemble under several aggregations): the same report.
 5. ``Attack.craft``, adversarial training's way to call an attack, skips the forward
    passes that judge the inputs: the inputs ``__call__`` returns, the same training.
-6. Cache-sized passes: a gradient attack runs a large batch through the model in passes
-   of about ``PASS_BYTES`` of its largest activation (``pass_rows``): the adversarial
-   examples of one pass, and no split of a model that mixes rows or is small.
+6. Cache-sized passes: gradient attacks and the genetic attack run a large batch through
+   the model in passes of about ``PASS_BYTES`` of its largest activation (``pass_rows``):
+   the adversarial examples of one pass, and no split of a model that mixes rows or is
+   small.
 7. PGD adds to its per-sample counters once per restart, not on every step: the counts
    still match the model's gradient passes.
 """
@@ -30,6 +31,7 @@ from torch import nn
 
 from attacks.base import RunResult
 from attacks.conformance import check_attack
+from attacks.genetic import GeneticAttack
 from attacks.gradient import FGSM, PGD
 from robustness.core import modes
 from robustness.core.modes import balanced_rows, fast_layout, pass_rows
@@ -448,6 +450,34 @@ def test_passes_of_a_large_batch_give_the_adversarial_examples_of_one_pass(
         differ = ((a.x_adv - b.x_adv).abs() > 1e-6).flatten(1).any(1)
         assert int(differ.sum()) <= 1
         assert torch.equal(a.gradient_evaluations, b.gradient_evaluations)
+
+
+@pytest.mark.parametrize("attack", [
+    GeneticAttack(eps=0.3, generations=40),
+    GeneticAttack(eps=0.1, generations=40, targeted=True, early_stop=False),
+], ids=["untargeted-early-stop", "targeted-every-generation"])
+def test_passes_of_a_genetic_generation_give_the_examples_and_queries_of_one_pass(
+        trained_convnet: nn.Module, mnist: Dataset, attack: GeneticAttack,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = mnist.x_test[:60], mnist.y_test[:60]
+    target = (y + 1) % 10 if attack.targeted else None
+    sizes: list[int] = []  # rows of each forward pass
+    hook = trained_convnet.register_forward_pre_hook(
+        lambda _m, args: sizes.append(args[0].shape[0]))
+    try:
+        split = attack(trained_convnet, x, y, target=target)
+        assert max(sizes) < 60 * attack.population  # generation 0's 600 rows were split
+        _one_pass(monkeypatch)
+        sizes.clear()
+        whole = attack(trained_convnet, x, y, target=target)
+        assert max(sizes) == 60 * attack.population
+    finally:
+        hook.remove()
+    # Each row's scores are its one-pass scores up to rounding, which the selection
+    # does not notice: the same pixels and the same queries.
+    assert torch.equal(split.queries, whole.queries)
+    assert torch.equal(split.success, whole.success)
+    assert float((split.x_adv - whole.x_adv).abs().max()) <= 1e-6
 
 
 def test_a_model_that_mixes_rows_or_is_small_is_never_split(mnist: Dataset) -> None:
