@@ -18,6 +18,9 @@ the attack's steps then come from its heaps (one per thread), which fragment as 
 shard runs: the resident set grows with the number of shards although ``evaluate()`` holds
 nothing per image. The benchmark measures both: with the default allocator, and with the
 threshold fixed (``MALLOC_MMAP_THRESHOLD_``), where only what the evaluation holds remains.
+The batch-size comparison (100 against 2,000 at 10,000 images) is judged with the threshold
+fixed: with the default allocator the 100 shards of batch 100 fragment more than the 5 of
+batch 2,000 (one run: 87 MiB against 57 MiB added).
 
 Data: Fashion-MNIST's test images, then its training images after the first 5,000 (the
 model trains on those), when ``/usr/share/datasets/fashion-mnist`` is there (Debian's
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line())
     fixed = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}  # glibc's initial threshold, kept
     runs = [(1000, 500, {}), (10000, 500, {}), (10000, 100, {}), (10000, 2000, {}),
-            (1000, 500, fixed), (10000, 500, fixed)]
+            (1000, 500, fixed), (10000, 500, fixed), (10000, 100, fixed), (10000, 2000, fixed)]
     rows = []
     for n, batch, env in runs:
         done = subprocess.run([sys.executable, __file__, CHILD, str(n), str(batch)],
@@ -125,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{9000 * mib:.0f} MiB; target: flat): {warm:+.1f} MiB with glibc's default "
           f"allocator, {held:+.1f} MiB with its mmap threshold fixed (evaluate {cost:.2f} x "
           "the time)")
-    print(f"at 10,000 images: batch 100 {by[(10000, 100, False)]:.1f} MiB, batch 500 "
-          f"{by[(10000, 500, False)]:.1f} MiB, batch 2000 {by[(10000, 2000, False)]:.1f} MiB "
-          f"(target: grows with the batch)")
+    for fixed_threshold, how in ((True, "mmap threshold fixed"), (False, "default allocator")):
+        sizes = ", ".join(f"batch {b} {by[(10000, b, fixed_threshold)]:.1f} MiB"
+                          for b in (100, 500, 2000))
+        print(f"at 10,000 images, {how}: {sizes}"
+              f"{' (target: grows with the batch)' if fixed_threshold else ''}")
     targets = [
         at_most("memory added by 9,000 more images (1,000 -> 10,000) at batch 500, mmap "
                 "threshold fixed / their own size", held / (9000 * mib), 0.25,
@@ -141,9 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                 missed_because=f"glibc's heaps fragment shard after shard ({warm:+.1f} MiB); "
                                f"with MALLOC_MMAP_THRESHOLD_={fixed['MALLOC_MMAP_THRESHOLD_']} "
                                f"the growth is {held:+.1f} MiB, at {cost:.2f} x the time"),
-        at_least("memory added at 10,000 images, batch 2000 / batch 100",
-                 by[(10000, 2000, False)] / max(by[(10000, 100, False)], 1e-3), 1.0,
-                 note="the peak follows the batch size"),
+        # With the threshold fixed: the default allocator's fragmentation grows with the
+        # number of shards, so there a small batch (many shards) can peak above a large one.
+        at_least("memory added at 10,000 images, batch 2000 / batch 100, mmap threshold fixed",
+                 by[(10000, 2000, True)] / max(by[(10000, 100, True)], 1e-3), 1.0,
+                 note="the peak follows the batch size; with the default allocator "
+                      f"{by[(10000, 2000, False)]:.1f} / {by[(10000, 100, False)]:.1f} MiB",
+                 missed_because=f"with the threshold fixed, batch 2000 added "
+                                f"{by[(10000, 2000, True)]:.1f} MiB and batch 100 "
+                                f"{by[(10000, 100, True)]:.1f} MiB"),
     ]
     print_targets(targets)
     write_record(args.out, "memory", targets, rows=rows)
