@@ -159,9 +159,14 @@ def best_rates(keys: list[str], repeats: int = 15) -> dict[str, float]:
     return rates
 
 
+def floor_seconds(flops: dict[str, int], rates: dict[str, float]) -> float:
+    """Seconds the FLOPs of each :class:`ModelFlops` key take at that key's best rate."""
+    return sum(n / rates[key] for key, n in flops.items())
+
+
 def floor_line(flops: dict[str, int], rates: dict[str, float], seconds: float) -> str:
     """What a run's FLOPs take at the best rates: the floor, and the run's time over it."""
-    floor = sum(n / rates[d] for d, n in flops.items())
+    floor = floor_seconds(flops, rates)
     parts = ", ".join(f"{n / 1e12:.1f} TFLOP {d.removeprefix('torch.')} at "
                       f"{rates[d] / 1e9:.0f} GFLOP/s" for d, n in sorted(flops.items()))
     return (f"floor of its convolutions and matrix products {floor:.0f} s ({parts}, the best "
@@ -349,7 +354,7 @@ def count_child(argv: list[str]) -> dict[str, Any]:
     from robustness.cli import main as cli
 
     counter = ModelFlops()
-    # stdout: the JSON line only (the CLI's own output goes where the other runs' does)
+    # stdout: the JSON line only; the CLI's own output is dropped, as in the other runs
     with counter, open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         status = cli(argv)
     if status != 0:
@@ -449,8 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {seconds:.0f} s: {where}\n  {floor}")
         experiment = {"kind": args.experiment, "seconds": seconds, "phases_s": phases,
                       "flops": counted["flops"], "best_flop_rates": counted["rates"],
-                      "floor_s": sum(n / counted["rates"][d]
-                                     for d, n in counted["flops"].items())}
+                      "floor_s": floor_seconds(counted["flops"], counted["rates"])}
         title, bound = ("ensemble experiment --quick from scratch", 120) \
             if args.experiment == "quick" else ("ensemble experiment (full) from scratch", 1200)
         below = "; the target is below that floor: it needs less work, another CPU or " \
