@@ -331,7 +331,8 @@ def time_experiment(kind: str, backend: str = "local",
                     ) -> tuple[float, dict[str, float], dict[str, Any] | None]:
     """Seconds of ``robustness experiment ensembles [--quick] --backend B`` from scratch
     (a fresh process), the seconds of its phases (``timings_s`` of its results.json) and,
-    for ``local``, its FLOPs by dtype and the best rates (:func:`count_child`)."""
+    for ``local``, its FLOPs (:func:`count_child`) and, measured here after the timed run,
+    the best rates (:func:`best_rates`): ``{"flops": {key: n}, "rates": {key: FLOP/s}}``."""
     with tempfile.TemporaryDirectory(prefix="bench-experiment-") as tmp:
         out = Path(tmp) / "out"
         argv = experiment_argv(kind, backend, out)
@@ -342,15 +343,16 @@ def time_experiment(kind: str, backend: str = "local",
         start = time.perf_counter()
         done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - start
-        counted = json.loads(done.stdout.strip().splitlines()[-1]) \
-            if backend == "local" else None
-        return seconds, dict(ExperimentResult.load(out).timings_s), counted
+        if backend != "local":
+            return seconds, dict(ExperimentResult.load(out).timings_s), None
+        flops = json.loads(done.stdout.strip().splitlines()[-1])
+        return seconds, dict(ExperimentResult.load(out).timings_s), {
+            "flops": flops, "rates": best_rates(sorted(flops))}
 
 
-def count_child(argv: list[str]) -> dict[str, Any]:
-    """Run the CLI with ``argv`` under :class:`ModelFlops`; then measure the best rates
-    (after the run, so that the run starts from scratch). Returns
-    ``{"flops": {dtype: n}, "rates": {dtype: FLOP/s}}``."""
+def count_child(argv: list[str]) -> dict[str, int]:
+    """Run the CLI with ``argv`` under :class:`ModelFlops` (in the timed process: the
+    counting is in the time, the rates are not); return its FLOPs by key."""
     from robustness.cli import main as cli
 
     counter = ModelFlops()
@@ -359,7 +361,7 @@ def count_child(argv: list[str]) -> dict[str, Any]:
         status = cli(argv)
     if status != 0:
         raise SystemExit(status)
-    return {"flops": counter.flops, "rates": best_rates(sorted(counter.flops))}
+    return counter.flops
 
 
 def phase_line(phases: dict[str, float]) -> str:
