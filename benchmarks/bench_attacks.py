@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     reached = pgd_bound(model, gx, gy, targeted=True)
     bound = float(reached.float().mean())
     untargeted_bound = float(pgd_bound(model, gx, gy, targeted=False).float().mean())
+    misses = unreached(gy, reached)
     print(f"\nGenetic, targeted at (y + 1) mod 10, eps {EPS}, population 10, "
           f"<= {args.generations} generations, {gx.shape[0]} images")
     print(f"  {'library':<22} {'success':>8} {'med. queries':>13} {'(successes)':>12} "
@@ -234,9 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ours, untargeted: success {untargeted['success_rate']:.2f}, median queries "
           f"{untargeted['median_queries']:.0f}")
     print(f"  PGD-200 x 5 restarts (white-box bound): targeted success {bound:.2f}, "
-          f"untargeted {untargeted_bound:.2f}; targeted, it misses {unreached(gy, reached)}")
-    targets += genetic_targets(rows, untargeted, bound, untargeted_bound,
-                               unreached(gy, reached))
+          f"untargeted {untargeted_bound:.2f}; targeted, it misses {misses}")
+    targets += genetic_targets(rows, untargeted, bound, untargeted_bound, misses)
 
     print_targets(targets)
     write_record(args.out, "attacks", targets, summary=[FGSM_NOTE], gradient=sections,

@@ -343,11 +343,11 @@ def time_experiment(kind: str, backend: str = "local",
         start = time.perf_counter()
         done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - start
-        if backend != "local":
-            return seconds, dict(ExperimentResult.load(out).timings_s), None
-        flops = json.loads(done.stdout.strip().splitlines()[-1])
-        return seconds, dict(ExperimentResult.load(out).timings_s), {
-            "flops": flops, "rates": best_rates(sorted(flops))}
+        phases = dict(ExperimentResult.load(out).timings_s)
+    if backend != "local":
+        return seconds, phases, None
+    flops = json.loads(done.stdout.strip().splitlines()[-1])
+    return seconds, phases, {"flops": flops, "rates": best_rates(sorted(flops))}
 
 
 def count_child(argv: list[str]) -> dict[str, int]:
